@@ -1,0 +1,25 @@
+"""Kinds the config already accepts but this build cannot run yet.
+
+``hub check-config`` validates their common fields; ``hub run`` names them
+and refuses to start while one is enabled. Each moves to its own package when
+its connector lands.
+"""
+
+from __future__ import annotations
+
+from hub.interfaces import ConnectorSpec, DestinationKind, SourceKind
+
+CONNECTORS = ConnectorSpec(
+    name="planned",
+    sources=tuple(SourceKind(k, available=False, summary=s) for k, s in (
+        ("taobao", "Taobao/Tmall TOP poll + TMC messages"),
+        ("jd", "JD JOS after-sales poll"),
+        ("wechat", "WeChat mini-program / 微信小店 message push"),
+        ("callcenter", "400 line CDR push"),
+    )),
+    destinations=tuple(DestinationKind(k, available=False, summary=s) for k, s in (
+        ("erp", "ERP after-sales order upsert"),
+        ("wms", "WMS return inbound notice"),
+        ("finance", "finance refund record"),
+    )),
+)

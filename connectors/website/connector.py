@@ -1,0 +1,60 @@
+"""Website source: verify the Standard Webhooks signature, keep the message."""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field, SecretStr, field_validator
+
+from connectors.jsonbody import parse_json_object
+from hub import standard_webhooks
+from hub.config import Duration, SourceConfig
+from hub.interfaces import ConnectorSpec, DemoPart, InboundEvent, InboundRequest, Reply, SourceKind
+
+KEPT_HEADERS = ("webhook-id", "webhook-timestamp")
+
+
+class WebsiteSourceConfig(SourceConfig):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secret: SecretStr
+    # Old secrets still accepted during a rotation.
+    previous_secrets: list[SecretStr] = Field(default_factory=list)
+    tolerance: Duration = standard_webhooks.DEFAULT_TOLERANCE
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, v: SecretStr) -> SecretStr:
+        standard_webhooks.decode_secret(v.get_secret_value())
+        return v
+
+
+class WebsiteSource:
+    def __init__(self, config: WebsiteSourceConfig):
+        self.config = config
+        self._keys = [standard_webhooks.decode_secret(s.get_secret_value())
+                      for s in [config.secret, *config.previous_secrets]]
+        self._tolerance = int(config.tolerance)
+
+    def receive(self, request: InboundRequest) -> list[InboundEvent]:
+        standard_webhooks.verify(self._keys, request.headers, request.body, tolerance=self._tolerance)
+        text, doc = parse_json_object(request.body)
+        headers = {h: request.headers[h] for h in KEPT_HEADERS if h in request.headers}
+        return [InboundEvent(body=text, document=doc, headers=headers)]
+
+    def acknowledge(self, stored: int, duplicates: int) -> Reply:
+        if duplicates and not stored:
+            return Reply(200, b'{"status":"duplicate"}')
+        return Reply(200, b'{"status":"accepted"}')
+
+
+def _demo() -> DemoPart:
+    from connectors.website.demo import WebsiteDemo
+
+    return WebsiteDemo()
+
+
+SPEC = ConnectorSpec(
+    name="website",
+    demo=_demo,
+    sources=(SourceKind("website", WebsiteSourceConfig, webhook=WebsiteSource,
+                        summary="merchant website, Standard Webhooks"),),
+)

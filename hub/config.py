@@ -1,0 +1,389 @@
+"""The hub's configuration: one YAML file, validated by pydantic models.
+
+Secrets never sit in the file as literals: a string value may hold
+``${ENV_NAME}`` (an environment variable), ``${file:/path}`` (a file's
+content, trailing newline stripped) or ``${cred:NAME}`` (a systemd credential
+from ``$CREDENTIALS_DIRECTORY``). Every problem — a missing variable, a wrong
+type, an unknown key, a sync rule naming a destination that does not exist —
+is collected and reported together, each with its key path and line.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from hub.errors import ConfigError, Problem
+from hub.yamlfile import YamlDoc, join_path, load_yaml
+
+# ---------------------------------------------------------------- value types
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``"500ms"``, ``"60s"``, ``"5m"``, ``"1h"``, ``"1d"`` or a number of seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 500ms, 60s, 5m, 1h")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    raise ValueError(f"expected a duration such as 500ms, 60s, 5m, 1h; got {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+def _listify(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- sections
+
+
+class ServerConfig(Strict):
+    listen: str = "127.0.0.1:8080"
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected host:port, got {v!r}")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class StorageConfig(Strict):
+    url: str = "sqlite+aiosqlite:///hub.db"
+    auto_migrate: bool = True
+    # Group commit: one writer commits whatever arrived within batch_delay (or
+    # batch_max rows) in one transaction; requests await their batch.
+    batch_max: int = Field(default=500, gt=0)
+    batch_delay: Duration = 0.002
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, v: str) -> str:
+        if not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+asyncpg://")):
+            raise ValueError(
+                "expected sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
+            )
+        return v
+
+
+def _b64_32(v: SecretStr) -> SecretStr:
+    try:
+        raw = base64.b64decode(v.get_secret_value(), validate=True)
+    except ValueError as err:
+        raise ValueError("must be base64 (openssl rand -base64 32)") from err
+    if len(raw) != 32:
+        raise ValueError(f"must decode to 32 bytes, got {len(raw)} (openssl rand -base64 32)")
+    return v
+
+
+class TokenConfig(Strict):
+    name: str
+    token: SecretStr
+    role: Literal["viewer", "operator", "admin"] = "viewer"
+    pii: bool = False
+
+
+class SecurityConfig(Strict):
+    pii_key: Annotated[SecretStr, BeforeValidator(lambda v: v)]
+    tokens: list[TokenConfig] = Field(default_factory=list)
+
+    @field_validator("pii_key")
+    @classmethod
+    def _key(cls, v: SecretStr) -> SecretStr:
+        return _b64_32(v)
+
+
+class SourceConfig(BaseModel):
+    """Fields every source has; each connector extends this with its own."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: Slug
+    kind: str
+    mapping: str | None = None
+    enabled: bool = True
+
+    @property
+    def mapping_name(self) -> str:
+        return self.mapping or self.kind
+
+
+class RetryConfig(Strict):
+    """Backoff of a failing push: exponential from ``initial`` with jitter,
+    capped at ``max_delay``; dead-lettered after ``give_up_after`` or
+    ``max_attempts``, whichever comes first."""
+
+    initial: Duration = 5.0
+    multiplier: float = Field(default=2.0, ge=1.0)
+    max_delay: Duration = 3600.0
+    jitter: Duration = 1.0
+    give_up_after: Duration = 86400.0
+    max_attempts: int = Field(default=50, ge=1)
+
+
+class DestinationConfig(BaseModel):
+    """Fields every destination has; each kind may extend this with its own."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: Slug
+    kind: str
+    url: str | None = None
+    secret: SecretStr | None = None
+    mapping: str | None = None
+    pii: bool = False
+    timeout: Duration = 10.0
+    max_in_flight: int = Field(default=64, gt=0)
+    retry: RetryConfig | None = None
+    enabled: bool = True
+
+    @property
+    def mapping_name(self) -> str:
+        return self.mapping or self.kind
+
+
+CHANGE_TYPES = ("ticket.created", "ticket.status_changed", "ticket.updated", "ticket.merged")
+
+
+class SyncRule(Strict):
+    """``on`` these ticket changes (optionally only into ``status``) push ``to`` these destinations."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    on: Annotated[list[str], BeforeValidator(_listify)]
+    status: Annotated[list[str] | None, BeforeValidator(_listify)] = None
+    to: Annotated[list[str], BeforeValidator(_listify)]
+
+    @field_validator("on")
+    @classmethod
+    def _known_changes(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if c not in CHANGE_TYPES]
+        if bad:
+            raise ValueError(f"unknown change {bad[0]!r}; expected one of {', '.join(CHANGE_TYPES)}")
+        return v
+
+    @field_validator("status")
+    @classmethod
+    def _known_status(cls, v: list[str] | None) -> list[str] | None:
+        from hub.lifecycle import STATUSES
+
+        for s in v or []:
+            if s not in STATUSES:
+                raise ValueError(f"unknown status {s!r}; expected one of {', '.join(STATUSES)}")
+        return v
+
+
+class PipelineConfig(Strict):
+    batch: int = Field(default=100, gt=0)
+    tick: Duration = 1.0
+
+
+class DeliveryConfig(Strict):
+    batch: int = Field(default=256, gt=0)
+    tick: Duration = 1.0
+    lease: Duration = 60.0
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+
+
+class LoggingConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class HubConfig(Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    security: SecurityConfig
+    sources: list[SourceConfig] = Field(default_factory=list)
+    destinations: list[DestinationConfig] = Field(default_factory=list)
+    sync: list[SyncRule] = Field(default_factory=list)
+    routing: dict[str, Any] | None = None
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    mappings_dir: str | None = None
+
+    def source(self, source_id: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.id == source_id), None)
+
+    def destination(self, dest_id: str) -> DestinationConfig | None:
+        return next((d for d in self.destinations if d.id == dest_id), None)
+
+    def retry_for(self, dest: DestinationConfig) -> RetryConfig:
+        return dest.retry or self.delivery.retry
+
+
+# ---------------------------------------------------------------- secrets
+
+_REF = re.compile(r"\$\{([^}]*)\}")
+
+
+def expand_secrets(
+    value: Any, path: str, problems: list[Problem], doc: YamlDoc, env: Mapping[str, str]
+) -> Any:
+    """Replace ``${...}`` references throughout ``value``; record any that fail."""
+    if isinstance(value, dict):
+        return {k: expand_secrets(v, join_path(path, str(k)), problems, doc, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_secrets(v, join_path(path, i), problems, doc, env) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def resolve(m: re.Match[str]) -> str:
+        ref = m.group(1).strip()
+        try:
+            return _resolve_ref(ref, env)
+        except LookupError as err:
+            problems.append(doc.problem(path, str(err)))
+            return ""
+
+    return _REF.sub(resolve, value)
+
+
+def _resolve_ref(ref: str, env: Mapping[str, str]) -> str:
+    if ref.startswith("file:"):
+        p = Path(ref[5:])
+        try:
+            return p.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as err:
+            raise LookupError(f"cannot read secret file {p}: {err.strerror}") from err
+    if ref.startswith("cred:"):
+        cred_dir = env.get("CREDENTIALS_DIRECTORY")
+        if not cred_dir:
+            raise LookupError(f"${{{ref}}}: CREDENTIALS_DIRECTORY is not set (not run by systemd?)")
+        return _resolve_ref("file:" + str(Path(cred_dir) / ref[5:]), env)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ref):
+        raise LookupError(f"bad reference ${{{ref}}}: use ${{ENV_NAME}}, ${{file:/path}} or ${{cred:NAME}}")
+    if ref not in env:
+        raise LookupError(f"environment variable {ref} is not set")
+    return env[ref]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path = join_path(path, part)
+    return path
+
+
+def _pydantic_problems(err: ValidationError, doc: YamlDoc, prefix: str = "") -> list[Problem]:
+    out = []
+    for e in err.errors():
+        # Drop pydantic's internal union/function tags from the location.
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or "function-" in p)))
+        path = _loc_to_path(loc)
+        if prefix:
+            path = f"{prefix}.{path}" if path else prefix
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        out.append(doc.problem(path, msg))
+    return out
+
+
+def parse_config(
+    doc: YamlDoc, registry: Any | None = None, env: Mapping[str, str] | None = None
+) -> HubConfig:
+    """Validate a parsed YAML document; raise ConfigError listing every problem.
+
+    ``registry`` (a :class:`hub.registry.Registry`) validates each source's and
+    destination's kind-specific fields; without it only the common fields are.
+    """
+    env = os.environ if env is None else env
+    problems: list[Problem] = []
+    if not isinstance(doc.data, dict):
+        raise ConfigError([doc.problem("", "the config file must be a mapping of sections")])
+    data = expand_secrets(doc.data, "", problems, doc, env)
+    try:
+        cfg = HubConfig.model_validate(data)
+    except ValidationError as err:
+        problems.extend(_pydantic_problems(err, doc))
+        raise ConfigError(problems) from None
+
+    sources = list(cfg.sources)
+    dests = list(cfg.destinations)
+    _unique_ids(sources, "sources", doc, problems)
+    _unique_ids(dests, "destinations", doc, problems)
+    dest_ids = {d.id for d in dests}
+    for i, rule in enumerate(cfg.sync):
+        for j, target in enumerate(rule.to):
+            if target not in dest_ids:
+                problems.append(doc.problem(f"sync[{i}].to[{j}]" if len(rule.to) > 1 else f"sync[{i}].to",
+                                            f"no destination with id {target!r}"))
+    if registry is not None:
+        for i, src in enumerate(sources):
+            sources[i] = registry.validate_source(src, f"sources[{i}]", doc, problems)
+        for i, dst in enumerate(dests):
+            dests[i] = registry.validate_destination(dst, f"destinations[{i}]", doc, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg.model_copy(update={"sources": sources, "destinations": dests})
+
+
+def _unique_ids(items: list[Any], section: str, doc: YamlDoc, problems: list[Problem]) -> None:
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item.id in seen:
+            problems.append(doc.problem(f"{section}[{i}].id", f"duplicate id {item.id!r}"))
+        seen.add(item.id)
+
+
+def load_config(path: str | Path, registry: Any | None = None,
+                env: Mapping[str, str] | None = None) -> HubConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([Problem("", "config file not found", str(p))])
+    doc = load_yaml(p)
+    cfg = parse_config(doc, registry, env)
+    if cfg.mappings_dir is None:
+        # Relative to the config file, so `hub run -c /etc/hub/config.yaml` finds
+        # /etc/hub/mappings when present, else the packaged defaults.
+        local = p.parent / "mappings"
+        if local.is_dir():
+            cfg = cfg.model_copy(update={"mappings_dir": str(local.resolve())})
+    return cfg

@@ -1,0 +1,262 @@
+"""The daemon: wires storage, inbox, pipeline, delivery, scheduler and server.
+
+Start order: database (migrated) → mappings compiled → connectors built →
+inbox writer → pipeline and delivery loops → APScheduler ticks → HTTP.
+Stop (SIGTERM) reverses it: refuse new webhooks (503), let in-flight requests
+finish and their events commit, finish the pipeline batch and the pushes in
+flight, then close — exit 0 with nothing half-done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from hub import systemd
+from hub.config import HubConfig
+from hub.delivery import ActiveDestination, Deliverer
+from hub.errors import ConfigError, MappingError, Problem
+from hub.inbox import InboxWriter
+from hub.interfaces import WebhookSource
+from hub.mapping import InboundMapping, MappingSet
+from hub.metrics import Metrics
+from hub.pii import PiiCipher
+from hub.pipeline import DestinationRuntime, Pipeline, SourceRuntime
+from hub.records import outbox, raw_events
+from hub.registry import Registry
+from hub.retry import RetryPolicy
+from hub.server import build_app
+from hub.storage import UNAVAILABLE, Database
+
+log = structlog.get_logger("hub.daemon")
+
+
+def compile_mappings(cfg: HubConfig) -> tuple[MappingSet, list[Problem]]:
+    """Compile every mapping the config names; collect every problem."""
+    mappings = MappingSet(cfg.mappings_dir)
+    problems: list[Problem] = []
+    for where, items, want in (("sources", cfg.sources, "inbound"),
+                               ("destinations", cfg.destinations, "outbound")):
+        for i, item in enumerate(items):
+            try:
+                m = mappings.get(item.mapping_name)
+            except MappingError as err:
+                problems.extend(err.problems)
+                continue
+            got = "inbound" if isinstance(m, InboundMapping) else "outbound"
+            if got != want:
+                problems.append(Problem(f"{where}[{i}].mapping",
+                                        f"mapping {item.mapping_name!r} is {got}, expected {want}"))
+    return mappings, problems
+
+
+class Hub:
+    def __init__(self, config: HubConfig, registry: Registry):
+        self.config = config
+        self.registry = registry
+        self.metrics = Metrics()
+        self.db = Database(config.storage.url, sqlite_synchronous=config.storage.sqlite_synchronous)
+        self.cipher = PiiCipher(base64.b64decode(config.security.pii_key.get_secret_value()))
+        self.draining = False
+        self.webhook_sources: dict[str, tuple[WebhookSource, InboundMapping]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._wake_pipeline = asyncio.Event()
+        self._wake_delivery = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.port: int | None = None
+
+    # ------------------------------------------------------------ wiring
+
+    def _build(self) -> None:
+        unavailable = self.registry.unavailable(self.config)
+        if unavailable:
+            raise ConfigError([Problem("", f"{u}; disable it (enabled: false) or remove it")
+                               for u in unavailable])
+        mappings, problems = compile_mappings(self.config)
+        if problems:
+            raise MappingError(problems)
+        sources: dict[str, SourceRuntime] = {}
+        for s in self.config.sources:
+            if not s.enabled:
+                continue
+            rt = SourceRuntime(s, mappings.inbound(s.mapping_name))
+            sources[s.id] = rt
+            kind = self.registry.sources[s.kind]
+            if kind.webhook is not None:
+                self.webhook_sources[s.id] = (kind.webhook(s), rt.mapping)
+        dests: dict[str, DestinationRuntime] = {}
+        active: dict[str, ActiveDestination] = {}
+        for d in self.config.destinations:
+            if not d.enabled:
+                continue
+            dests[d.id] = DestinationRuntime(d, mappings.outbound(d.mapping_name))
+            factory = self.registry.destinations[d.kind].factory
+            assert factory is not None
+            active[d.id] = ActiveDestination(factory(d), RetryPolicy(self.config.retry_for(d)),
+                                             asyncio.Semaphore(d.max_in_flight))
+        st = self.config.storage
+        self.inbox = InboxWriter(self.db, batch_max=st.batch_max, batch_delay=st.batch_delay,
+                                 on_commit=self._on_commit)
+        self.pipeline = Pipeline(self.db, self.cipher, sources, dests, list(self.config.sync),
+                                 batch=self.config.pipeline.batch,
+                                 on_result=lambda s, r: self.metrics.pipeline.labels(s, r).inc())
+        self.deliverer = Deliverer(self.db, active, batch=self.config.delivery.batch,
+                                   lease=self.config.delivery.lease, on_result=self._on_delivery)
+
+    def _on_commit(self, rows: int, seconds: float) -> None:
+        self.metrics.commit_seconds.observe(seconds)
+        self.metrics.commit_rows.observe(rows)
+
+    def _on_delivery(self, dest: str, result: str, seconds: float) -> None:
+        self.metrics.deliveries.labels(dest, result).inc()
+        self.metrics.delivery_seconds.labels(dest).observe(seconds)
+
+    def wake_pipeline(self) -> None:
+        self._wake_pipeline.set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, *, serve: bool = True) -> None:
+        self._build()
+        if self.config.storage.auto_migrate:
+            await self.db.migrate()
+        if self.db.is_sqlite:
+            await self.deliverer.release_claims()
+        self.inbox.start()
+        await self.deliverer.start()
+        self._tasks = [
+            asyncio.create_task(self._loop("pipeline", self.pipeline.run_once, self._wake_pipeline,
+                                           after=self._wake_delivery.set)),
+            asyncio.create_task(self._loop("delivery", self.deliverer.run_once, self._wake_delivery)),
+        ]
+        self.scheduler.add_job(self._wake_pipeline.set, "interval", seconds=self.config.pipeline.tick,
+                               id="pipeline-tick", coalesce=True, max_instances=1)
+        self.scheduler.add_job(self._wake_delivery.set, "interval", seconds=self.config.delivery.tick,
+                               id="delivery-tick", coalesce=True, max_instances=1)
+        self.scheduler.add_job(self.refresh_gauges, "interval", seconds=5, id="gauges",
+                               coalesce=True, max_instances=1)
+        interval = systemd.watchdog_interval()
+        if interval:
+            self.scheduler.add_job(systemd.notify, "interval", args=["WATCHDOG=1"], seconds=interval,
+                                   id="watchdog")
+        self.scheduler.start()
+        if serve:
+            self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=10)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port,
+                               backlog=1024, reuse_address=True)
+            await site.start()
+            server = getattr(site, "_server", None)
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
+        log.info("hub started", listen=f"{self.config.server.host}:{self.port}",
+                 sources=sorted(self.pipeline.sources), destinations=sorted(self.deliverer.destinations),
+                 storage=self.db.dialect)
+
+    async def stop(self) -> None:
+        log.info("hub stopping: draining")
+        self.draining = True
+        if self._runner is not None:
+            await self._runner.cleanup()  # stops listening, waits for in-flight requests
+            self._runner = None
+        await self.inbox.close()
+        self._stopping.set()
+        self._wake_pipeline.set()
+        self._wake_delivery.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        await self.deliverer.close()
+        await self.db.close()
+        log.info("hub stopped")
+
+    async def _loop(self, name: str, step: Callable[[], Awaitable[int]], wake: asyncio.Event,
+                    after: Callable[[], None] | None = None) -> None:
+        """Run ``step`` until it finds nothing, then sleep until woken (or a tick)."""
+        backoff = 0.5
+        while not self._stopping.is_set():
+            wake.clear()
+            try:
+                done = await step()
+                backoff = 0.5
+            except UNAVAILABLE as err:
+                log.error(f"{name} step failed: storage unavailable", error=str(err))
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 30)
+                continue
+            except Exception:
+                log.exception(f"{name} step failed")
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 30)
+                continue
+            if done:
+                if after is not None:
+                    after()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=5)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # ------------------------------------------------------------ health
+
+    async def readiness_problems(self) -> list[str]:
+        problems = []
+        if self.draining:
+            problems.append("shutting down")
+        if not await self.db.ping():
+            problems.append("database unreachable")
+        for task in self._tasks:
+            if task.done():
+                problems.append(f"worker {task.get_name()} stopped")
+        return problems
+
+    async def refresh_gauges(self) -> None:
+        try:
+            async with self.db.read() as conn:
+                inbox = (await conn.execute(sa.select(raw_events.c.state, sa.func.count())
+                                            .group_by(raw_events.c.state))).all()
+                out = (await conn.execute(sa.select(outbox.c.destination_id, outbox.c.state, sa.func.count())
+                                          .where(outbox.c.state != "delivered")
+                                          .group_by(outbox.c.destination_id, outbox.c.state))).all()
+        except UNAVAILABLE:
+            return
+        for state in ("pending", "done", "quarantined"):
+            self.metrics.inbox_backlog.labels(state).set(0)
+        for state, n in inbox:
+            self.metrics.inbox_backlog.labels(state).set(n)
+        for dest in self.deliverer.destinations:
+            for state in ("pending", "dead"):
+                self.metrics.outbox_backlog.labels(dest, state).set(0)
+        for dest, state, n in out:
+            self.metrics.outbox_backlog.labels(dest, state).set(n)
+
+
+async def run_until_signalled(hub: Hub, ready: Callable[[Hub], Any] | None = None) -> None:
+    """Start, notify systemd, wait for SIGTERM/SIGINT, drain and stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await hub.start()
+    systemd.notify("READY=1")
+    if ready is not None:
+        ready(hub)
+    await stop.wait()
+    systemd.notify("STOPPING=1")
+    await hub.stop()

@@ -1,0 +1,133 @@
+"""The seams between the core and the connectors: typed requests, events,
+pushes, and the Protocols a source or destination implements.
+
+A connector package exposes a :class:`ConnectorSpec` through the
+``hub.connectors`` entry-point group; the core only ever sees these types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+from hub.config import DestinationConfig, SourceConfig
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """An HTTP request to ``/webhooks/{source_id}``, framework-free."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+    remote: str | None = None
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """One event found in a verified request, ready for the inbox."""
+
+    body: str                       # stored exactly as received
+    document: Any                   # parsed body, read by the mapping
+    headers: dict[str, str] = field(default_factory=dict)  # headers worth keeping
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the platform expects back once its events are durably stored."""
+
+    status: int = 200
+    body: bytes = b'{"status":"accepted"}'
+    content_type: str = "application/json"
+
+
+class WebhookSource(Protocol):
+    config: SourceConfig
+
+    def receive(self, request: InboundRequest) -> list[InboundEvent]:
+        """Verify and split a request; raise an IngressError subclass to refuse it."""
+        ...
+
+    def acknowledge(self, stored: int, duplicates: int) -> Reply:
+        """The reply once every event is committed (or was already)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Push:
+    outbox_id: int
+    destination_id: str
+    idempotency_key: str
+    event_type: str
+    payload: bytes
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    status: int
+    body: str
+
+
+class Destination(Protocol):
+    config: DestinationConfig
+
+    async def deliver(self, push: Push, http: aiohttp.ClientSession) -> Receipt:
+        """Send one push; raise Retryable or Permanent on failure."""
+        ...
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    kind: str
+    config_model: type[SourceConfig] = SourceConfig
+    webhook: Callable[[Any], WebhookSource] | None = None
+    available: bool = True
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class DestinationKind:
+    kind: str
+    config_model: type[DestinationConfig] = DestinationConfig
+    factory: Callable[[Any], Destination] | None = None
+    available: bool = True
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    """What one connector package plugs in."""
+
+    name: str
+    sources: tuple[SourceKind, ...] = ()
+    destinations: tuple[DestinationKind, ...] = ()
+    demo: Callable[[], DemoPart] | None = None
+
+
+@dataclass
+class DemoContext:
+    """What the demo hands each connector's demo part."""
+
+    say: Callable[[str], None]
+    requests: int = 8
+    hub_url: str = ""
+
+
+class DemoPart(Protocol):
+    """A connector's contribution to ``hub demo``: a simulator to start and drive."""
+
+    async def start(self, ctx: DemoContext) -> dict[str, list[dict[str, Any]]]:
+        """Start simulators; return config entries {"sources": [...], "destinations": [...]}."""
+        ...
+
+    async def drive(self, ctx: DemoContext) -> None:
+        """Send traffic at the running hub (sources); destinations may do nothing."""
+        ...
+
+    async def stop(self) -> None: ...

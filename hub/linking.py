@@ -1,0 +1,160 @@
+"""Linking an event to its customer and order, inside the pipeline's transaction.
+
+Identities ``(kind, value)`` are unique; a phone identity's value is the blind
+index, never the number. When one event's *strong* identities (phone, unionid,
+openid, platform buyer ids, e-mail, site user) point at two customers, they are
+one person: the younger customer is merged into the older one, its orders,
+tickets and identities move, and the merge is recorded. A *weak* identity (a
+nickname) may find a customer but never merges two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hub.pii import PiiCipher, normalize_phone
+from hub.records import customer_merges, customers, identities, orders, tickets
+
+WEAK_KINDS = frozenset({"taobao_nick"})
+
+
+@dataclass(frozen=True)
+class Merge:
+    winner_id: int
+    loser_id: int
+    reason: str
+    moved_ticket_ids: tuple[int, ...]
+
+
+def identity_pairs(cipher: PiiCipher, raw: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Normalize identities for storage and lookup (phones become blind indexes)."""
+    out: list[tuple[str, str]] = []
+    for kind, value in raw:
+        if kind == "phone":
+            idx = cipher.blind_index(value)
+            if idx is None:
+                continue
+            value = idx
+        elif kind == "email":
+            value = value.strip().lower()
+        else:
+            value = value.strip()
+        if value and (kind, value) not in out:
+            out.append((kind, value))
+    return out
+
+
+async def _root(conn: AsyncConnection, customer_id: int) -> int:
+    seen = set()
+    while True:
+        seen.add(customer_id)
+        nxt = (await conn.execute(sa.select(customers.c.merged_into_id)
+                                  .where(customers.c.id == customer_id))).scalar()
+        if nxt is None or nxt in seen:
+            return customer_id
+        customer_id = nxt
+
+
+async def link_customer(conn: AsyncConnection, cipher: PiiCipher, fields: dict[str, Any],
+                        raw_identities: list[tuple[str, str]], now: datetime,
+                        raw_event_id: int | None = None) -> tuple[int | None, list[Merge]]:
+    pairs = identity_pairs(cipher, raw_identities)
+    if not pairs:
+        return None, []
+    cond = sa.or_(*[sa.and_(identities.c.kind == k, identities.c.value == v) for k, v in pairs])
+    found = (await conn.execute(sa.select(identities.c.customer_id, identities.c.kind).where(cond))).all()
+    strong: dict[int, str] = {}
+    weak: set[int] = set()
+    for cid, kind in found:
+        root = await _root(conn, cid)
+        if kind in WEAK_KINDS:
+            weak.add(root)
+        else:
+            strong.setdefault(root, kind)
+    merges: list[Merge] = []
+    if strong:
+        customer_id = min(strong)
+        for loser in sorted(set(strong) - {customer_id}):
+            merges.append(await merge_customers(conn, customer_id, loser,
+                                                f"same {strong[loser]}", now, raw_event_id))
+    elif len(weak) == 1:
+        customer_id = next(iter(weak))
+    else:
+        res = await conn.execute(sa.insert(customers).values(created_at=now, updated_at=now)
+                                 .returning(customers.c.id))
+        customer_id = res.scalar_one()
+    have = {(k, v) for k, v in (await conn.execute(
+        sa.select(identities.c.kind, identities.c.value).where(cond))).all()}
+    missing = [(k, v) for k, v in pairs if (k, v) not in have]
+    if missing:
+        await conn.execute(sa.insert(identities), [
+            {"customer_id": customer_id, "kind": k, "value": v, "created_at": now} for k, v in missing])
+    await _update_contact(conn, cipher, customer_id, fields, now)
+    return customer_id, merges
+
+
+async def _update_contact(conn: AsyncConnection, cipher: PiiCipher, customer_id: int,
+                          fields: dict[str, Any], now: datetime) -> None:
+    row = (await conn.execute(sa.select(customers).where(customers.c.id == customer_id))).one()
+    values: dict[str, Any] = {}
+    if fields.get("display_name") and not row.display_name:
+        values["display_name"] = fields["display_name"]
+    phone = normalize_phone(fields.get("phone"))
+    if phone:
+        index = cipher.blind_index(phone)
+        if index != row.phone_index:
+            values["phone_enc"] = cipher.encrypt(phone)
+            values["phone_index"] = index
+    if fields.get("address") and (row.address_enc is None
+                                  or cipher.decrypt(row.address_enc) != fields["address"]):
+        values["address_enc"] = cipher.encrypt(fields["address"])
+    if fields.get("email") and fields["email"] != row.email:
+        values["email"] = fields["email"]
+    if values:
+        values["updated_at"] = now
+        await conn.execute(sa.update(customers).where(customers.c.id == customer_id).values(**values))
+
+
+async def merge_customers(conn: AsyncConnection, winner: int, loser: int, reason: str,
+                          now: datetime, raw_event_id: int | None = None) -> Merge:
+    moved = tuple(r[0] for r in (await conn.execute(
+        sa.select(tickets.c.id).where(tickets.c.customer_id == loser))).all())
+    await conn.execute(sa.update(identities).where(identities.c.customer_id == loser)
+                       .values(customer_id=winner))
+    await conn.execute(sa.update(orders).where(orders.c.customer_id == loser).values(customer_id=winner))
+    await conn.execute(sa.update(tickets).where(tickets.c.customer_id == loser)
+                       .values(customer_id=winner, updated_at=now))
+    await conn.execute(sa.update(customers).where(customers.c.id == loser)
+                       .values(merged_into_id=winner, updated_at=now))
+    await conn.execute(sa.insert(customer_merges).values(
+        winner_id=winner, loser_id=loser, reason=reason, raw_event_id=raw_event_id, at=now))
+    return Merge(winner, loser, reason, moved)
+
+
+async def link_order(conn: AsyncConnection, channel: str, source_id: str, fields: dict[str, Any],
+                     customer_id: int | None, now: datetime) -> int:
+    """Find or create the order; an order only named by an event is a stub."""
+    row = (await conn.execute(sa.select(orders).where(
+        orders.c.channel == channel, orders.c.external_id == fields["external_id"]))).first()
+    known = {k: v for k, v in fields.items() if k != "external_id" and v is not None}
+    full = "paid_amount" in known or "placed_at" in known
+    if row is None:
+        res = await conn.execute(sa.insert(orders).values(
+            channel=channel, source_id=source_id, external_id=fields["external_id"],
+            customer_id=customer_id, is_stub=not full, created_at=now, updated_at=now, **known,
+        ).returning(orders.c.id))
+        return int(res.scalar_one())
+    values = {k: v for k, v in known.items() if getattr(row, k) != v}
+    if customer_id is not None and row.customer_id is None:
+        values["customer_id"] = customer_id
+    if full and row.is_stub:
+        values["is_stub"] = False
+    if values:
+        values["updated_at"] = now
+        await conn.execute(sa.update(orders).where(orders.c.id == row.id).values(**values))
+    return int(row.id)

@@ -1,0 +1,35 @@
+"""Prometheus metrics, one registry per hub instance (tests run many)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.ingest = Counter("hub_ingest_requests_total", "Webhook requests by source and result",
+                              ["source", "result"], registry=r)
+        self.ingest_events = Counter("hub_ingest_events_total", "Raw events stored (new) by source",
+                                     ["source"], registry=r)
+        self.commit_seconds = Histogram(
+            "hub_inbox_commit_seconds", "Group-commit transaction time", registry=r,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0))
+        self.commit_rows = Histogram("hub_inbox_commit_rows", "Rows per group commit", registry=r,
+                                     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
+        self.pipeline = Counter("hub_pipeline_events_total", "Raw events settled by source and result",
+                                ["source", "result"], registry=r)
+        self.deliveries = Counter("hub_deliveries_total", "Push attempts by destination and result",
+                                  ["destination", "result"], registry=r)
+        self.delivery_seconds = Histogram("hub_delivery_seconds", "Push attempt duration",
+                                          ["destination"], registry=r)
+        self.inbox_backlog = Gauge("hub_inbox_events", "Raw events by state", ["state"], registry=r)
+        self.outbox_backlog = Gauge("hub_outbox_pushes", "Outbox rows by destination and state",
+                                    ["destination", "state"], registry=r)
+        self.destination_degraded = Gauge(
+            "hub_destination_degraded", "1 when the destination's recent pushes keep failing",
+            ["destination"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

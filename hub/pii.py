@@ -1,0 +1,112 @@
+"""Customers' phones and addresses: encryption at rest, blind index, masking.
+
+- Encryption is AES-256-GCM with a fresh 96-bit nonce per value. Stored form:
+  ``v1:<key id>:<base64(nonce ‖ ciphertext ‖ tag)>``; the key id (first 8 hex
+  of SHA-256 of the key) lets a rotated key decrypt old rows.
+- The blind index is HMAC-SHA256 of the *normalized* phone under a key derived
+  from the PII key (HKDF, separate purpose), so equal phones find each other
+  without the number ever being stored or compared in clear.
+- Masking is what every role without ``pii`` sees, and what logs print.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_NON_DIGITS = re.compile(r"[^\d+]")
+
+
+def normalize_phone(raw: str | None) -> str | None:
+    """Mainland numbers to 11 digits (drop +86 / 0086 / 86, spaces, dashes,
+    brackets); anything else to ``+<digits>``. None for empty input."""
+    if raw is None:
+        return None
+    s = _NON_DIGITS.sub("", str(raw))
+    if not s:
+        return None
+    if s.startswith("+86"):
+        s = s[3:]
+    elif s.startswith("0086"):
+        s = s[4:]
+    elif s.startswith("86") and len(s) == 13:
+        s = s[2:]
+    if s.startswith("+"):
+        return "+" + s[1:].replace("+", "")
+    return s.replace("+", "")
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """``13812345678`` → ``138****5678``; short numbers keep only their last 2 digits."""
+    if not phone:
+        return phone
+    p = normalize_phone(phone) or phone
+    if len(p) >= 7:
+        return p[:3] + "****" + p[-4:]
+    return "*" * max(0, len(p) - 2) + p[-2:]
+
+
+def mask_address(address: str | None) -> str | None:
+    """Keep the first 6 characters (province/city), hide the rest."""
+    if not address:
+        return address
+    return address[:6] + "****" if len(address) > 6 else "****"
+
+
+def mask_email(email: str | None) -> str | None:
+    if not email or "@" not in email:
+        return email
+    local, _, domain = email.partition("@")
+    return (local[:1] + "***@" + domain) if local else "***@" + domain
+
+
+class PiiCipher:
+    """Encrypts, decrypts and blind-indexes PII under one configured key
+    (plus older keys kept for decryption after a rotation)."""
+
+    def __init__(self, key: bytes, old_keys: list[bytes] | None = None):
+        if len(key) != 32:
+            raise ValueError("PII key must be 32 bytes")
+        self._current = (self.key_id(key), AESGCM(key))
+        self._by_id = {self.key_id(k): AESGCM(k) for k in [key, *(old_keys or [])]}
+        self._index_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"hub blind index v1"
+        ).derive(key)
+
+    @classmethod
+    def from_base64(cls, key_b64: str) -> PiiCipher:
+        return cls(base64.b64decode(key_b64))
+
+    @staticmethod
+    def key_id(key: bytes) -> str:
+        return hashlib.sha256(key).hexdigest()[:8]
+
+    def encrypt(self, plain: str | None) -> str | None:
+        if plain is None or plain == "":
+            return None
+        kid, aead = self._current
+        nonce = os.urandom(12)
+        ct = aead.encrypt(nonce, plain.encode("utf-8"), kid.encode())
+        return f"v1:{kid}:{base64.b64encode(nonce + ct).decode()}"
+
+    def decrypt(self, stored: str | None) -> str | None:
+        if stored is None:
+            return None
+        version, kid, data = stored.split(":", 2)
+        if version != "v1" or kid not in self._by_id:
+            raise ValueError(f"cannot decrypt PII sealed with key {kid!r}")
+        raw = base64.b64decode(data)
+        return self._by_id[kid].decrypt(raw[:12], raw[12:], kid.encode()).decode("utf-8")
+
+    def blind_index(self, phone: str | None) -> str | None:
+        norm = normalize_phone(phone)
+        if not norm:
+            return None
+        return hmac.new(self._index_key, norm.encode(), hashlib.sha256).hexdigest()

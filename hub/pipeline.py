@@ -1,0 +1,290 @@
+"""The pipeline: pending raw events → map → link → lifecycle → timeline → outbox.
+
+Each batch is one transaction: the raw events are claimed (``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL), each is normalized by its source's compiled mapping
+(pure), linked to its customer and order, applied to its ticket through the
+lifecycle (pure decision), recorded in the timeline, and turned into outbox
+rows by the sync rules — all committed together with the raw event's new
+state (transactional outbox). A crash anywhere loses nothing and doubles
+nothing: either all of an event's effects are committed or none are.
+
+A mapping failure quarantines the raw event with its reason. A conflict with
+another hub process (two events creating the same ticket at once) rolls back
+that event's savepoint and leaves it pending for the next batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hub.config import DestinationConfig, SourceConfig, SyncRule
+from hub.errors import Quarantine
+from hub.lifecycle import Outcome, decide
+from hub.linking import Merge, link_customer, link_order
+from hub.mapping import InboundMapping, Normalized, OutboundMapping
+from hub.pii import PiiCipher
+from hub.records import customers, identities, orders, outbox, raw_events, ticket_events, tickets, utcnow
+from hub.storage import UNAVAILABLE, Database
+from hub.sync import Change, destinations_for
+from hub.views import customer_view, iso, order_view, ticket_view
+
+log = structlog.get_logger("hub.pipeline")
+
+# Ticket fields an event may update besides status.
+UPDATABLE = ("type", "reason_code", "reason_text", "description", "priority", "refund_amount", "items")
+MAX_CONFLICT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class SourceRuntime:
+    config: SourceConfig
+    mapping: InboundMapping
+
+    @property
+    def channel(self) -> str:
+        return self.config.kind
+
+
+@dataclass(frozen=True)
+class DestinationRuntime:
+    config: DestinationConfig
+    mapping: OutboundMapping
+
+
+def event_document(source_id: str, headers: dict[str, str] | None, body: Any) -> dict[str, Any]:
+    """What a mapping reads: the parsed body, the kept headers, the source."""
+    return {"body": body, "headers": headers or {}, "source": {"id": source_id}}
+
+
+def parse_body(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as err:
+        raise Quarantine(f"body is not JSON: {err}") from None
+
+
+class Pipeline:
+    def __init__(self, db: Database, cipher: PiiCipher, sources: dict[str, SourceRuntime],
+                 destinations: dict[str, DestinationRuntime], rules: list[SyncRule], *,
+                 batch: int = 100, parse: Callable[[str, str], Any] | None = None,
+                 on_result: Callable[[str, str], None] | None = None):
+        self.db = db
+        self.cipher = cipher
+        self.sources = sources
+        self.destinations = destinations
+        self.rules = rules
+        self.batch = batch
+        self._parse = parse  # (source_id, body) → document; defaults to JSON
+        self.on_result = on_result  # (source_id, "done"|"quarantined"|"retry") → metrics
+
+    async def run_once(self) -> int:
+        """Process one batch; returns how many raw events it settled."""
+        async with self.db.write() as conn:
+            stmt = (sa.select(raw_events.c.id, raw_events.c.source_id, raw_events.c.headers,
+                              raw_events.c.body, raw_events.c.attempts)
+                    .where(raw_events.c.state == "pending").order_by(raw_events.c.id).limit(self.batch))
+            rows = (await conn.execute(self.db.for_update_skip_locked(stmt))).all()
+            settled = 0
+            for row in rows:
+                settled += await self._process(conn, row)
+            return settled
+
+    async def _process(self, conn: AsyncConnection, row: Any) -> int:
+        now = utcnow()
+        rt = self.sources.get(row.source_id)
+        try:
+            if rt is None:
+                raise Quarantine(f"source {row.source_id!r} is not configured")
+            body = self._parse(row.source_id, row.body) if self._parse else parse_body(row.body)
+            normalized = rt.mapping.apply(event_document(row.source_id, row.headers, body))
+        except Quarantine as q:
+            await self._settle(conn, row.id, "quarantined", now, reason=str(q),
+                               mapping=rt.mapping.label if rt else None)
+            log.warning("event quarantined", source=row.source_id, event_id=row.id, reason=str(q))
+            self._count(row.source_id, "quarantined")
+            return 1
+        savepoint = await conn.begin_nested()
+        try:
+            ticket_id = await self._apply(conn, rt, row.id, normalized, now)
+            await savepoint.commit()
+        except sa.exc.IntegrityError as err:
+            # Another process created the same ticket/customer first: retry next batch.
+            await savepoint.rollback()
+            attempts = row.attempts + 1
+            if attempts >= MAX_CONFLICT_ATTEMPTS:
+                await self._settle(conn, row.id, "quarantined", now, mapping=rt.mapping.label,
+                                   reason=f"conflict after {attempts} attempts: {err.orig}")
+                self._count(row.source_id, "quarantined")
+                return 1
+            await conn.execute(sa.update(raw_events).where(raw_events.c.id == row.id)
+                               .values(attempts=attempts))
+            self._count(row.source_id, "retry")
+            return 0
+        except UNAVAILABLE:
+            raise
+        except Quarantine as q:
+            await savepoint.rollback()
+            await self._settle(conn, row.id, "quarantined", now, reason=str(q), mapping=rt.mapping.label)
+            self._count(row.source_id, "quarantined")
+            return 1
+        except Exception as err:
+            # A bug must not wedge the inbox: keep the event, say why, move on.
+            await savepoint.rollback()
+            log.exception("event failed", source=row.source_id, event_id=row.id)
+            await self._settle(conn, row.id, "quarantined", now, mapping=rt.mapping.label,
+                               reason=f"internal error: {type(err).__name__}: {err}")
+            self._count(row.source_id, "quarantined")
+            return 1
+        await self._settle(conn, row.id, "done", now, mapping=rt.mapping.label, ticket_id=ticket_id)
+        self._count(row.source_id, "done")
+        return 1
+
+    def _count(self, source_id: str, result: str) -> None:
+        if self.on_result is not None:
+            self.on_result(source_id, result)
+
+    async def _settle(self, conn: AsyncConnection, raw_id: int, state: str, now: datetime, *,
+                      reason: str | None = None, mapping: str | None = None,
+                      ticket_id: int | None = None) -> None:
+        await conn.execute(sa.update(raw_events).where(raw_events.c.id == raw_id).values(
+            state=state, reason=reason, mapping_version=mapping, ticket_id=ticket_id,
+            processed_at=now))
+
+    # ------------------------------------------------------------ apply one event
+
+    async def _apply(self, conn: AsyncConnection, rt: SourceRuntime, raw_id: int,
+                     n: Normalized, now: datetime) -> int:
+        customer_id, merges = await link_customer(conn, self.cipher, n.customer, n.identities, now, raw_id)
+        order_id = None
+        if n.order is not None:
+            order_id = await link_order(conn, rt.channel, rt.config.id, n.order, customer_id, now)
+        t = n.ticket
+        sel = sa.select(tickets).where(tickets.c.source_id == rt.config.id,
+                                       tickets.c.external_id == t["external_id"])
+        if not self.db.is_sqlite:
+            sel = sel.with_for_update()
+        current = (await conn.execute(sel)).first()
+        changes: list[Change] = []
+        if current is None:
+            values = {k: t.get(k) for k in UPDATABLE if t.get(k) is not None}
+            res = await conn.execute(sa.insert(tickets).values(
+                channel=rt.channel, source_id=rt.config.id, external_id=t["external_id"],
+                status=t["status"], order_id=order_id, customer_id=customer_id,
+                queue=t.get("queue"), source_updated_at=t.get("source_updated_at"),
+                created_at=now, updated_at=now, **({"priority": "normal"} | values),
+            ).returning(tickets.c.id))
+            ticket_id = int(res.scalar_one())
+            tl = await self._timeline(conn, ticket_id, "created", raw_id, now, to_status=t["status"])
+            changes.append(Change("ticket.created", None, t["status"], tl))
+        else:
+            ticket_id = current.id
+            decision = decide(current.status, current.source_updated_at, t["status"],
+                              t.get("source_updated_at"))
+            if decision.outcome in (Outcome.STALE, Outcome.REFUSED):
+                await self._timeline(conn, ticket_id, decision.outcome.value, raw_id, now,
+                                     from_status=current.status, to_status=t["status"],
+                                     detail={"reason": decision.reason})
+            else:
+                diff = {k: t[k] for k in UPDATABLE if t.get(k) is not None and t[k] != getattr(current, k)}
+                values: dict[str, Any] = dict(diff)
+                if order_id is not None and current.order_id is None:
+                    values["order_id"] = order_id
+                if customer_id is not None and current.customer_id is None:
+                    values["customer_id"] = customer_id
+                if t.get("source_updated_at") is not None:
+                    values["source_updated_at"] = t["source_updated_at"]
+                if decision.outcome is Outcome.MOVED:
+                    values["status"] = decision.to_status
+                if values:
+                    values["updated_at"] = now
+                    await conn.execute(sa.update(tickets).where(tickets.c.id == ticket_id).values(**values))
+                if decision.outcome is Outcome.MOVED:
+                    tl = await self._timeline(conn, ticket_id, "status_changed", raw_id, now,
+                                              from_status=decision.from_status,
+                                              to_status=decision.to_status,
+                                              detail={"fields": sorted(diff)} if diff else None)
+                    changes.append(Change("ticket.status_changed", decision.from_status,
+                                          decision.to_status, tl))
+                elif diff:
+                    tl = await self._timeline(conn, ticket_id, "updated", raw_id, now,
+                                              detail={"fields": sorted(diff)})
+                    changes.append(Change("ticket.updated", current.status, current.status, tl))
+        for merge in merges:
+            changes.extend(await self._record_merge(conn, merge, raw_id, now))
+        await self._enqueue(conn, ticket_id, changes, now)
+        return ticket_id
+
+    async def _timeline(self, conn: AsyncConnection, ticket_id: int, kind: str, raw_id: int | None,
+                        now: datetime, *, from_status: str | None = None,
+                        to_status: str | None = None, detail: Any = None) -> int:
+        res = await conn.execute(sa.insert(ticket_events).values(
+            ticket_id=ticket_id, kind=kind, from_status=from_status, to_status=to_status,
+            detail=detail, raw_event_id=raw_id, at=now).returning(ticket_events.c.id))
+        return int(res.scalar_one())
+
+    async def _record_merge(self, conn: AsyncConnection, merge: Merge, raw_id: int,
+                            now: datetime) -> list[Change]:
+        out = []
+        for tid in merge.moved_ticket_ids:
+            status = (await conn.execute(sa.select(tickets.c.status).where(tickets.c.id == tid))).scalar_one()
+            tl = await self._timeline(conn, tid, "merged", raw_id, now, detail={
+                "from_customer": merge.loser_id, "into_customer": merge.winner_id, "reason": merge.reason})
+            out.append(Change("ticket.merged", status, status, tl))
+        return out
+
+    # ------------------------------------------------------------ outbox
+
+    async def _enqueue(self, conn: AsyncConnection, ticket_id: int, changes: list[Change],
+                       now: datetime) -> None:
+        if not changes:
+            return
+        contexts: dict[tuple[int, bool], dict[str, Any]] = {}
+        rows = []
+        for change in changes:
+            for dest_id in destinations_for(self.rules, change):
+                dest = self.destinations.get(dest_id)
+                if dest is None:
+                    continue
+                tid = ticket_id if change.type != "ticket.merged" else await self._ticket_of(conn, change)
+                key = (tid, dest.config.pii)
+                if key not in contexts:
+                    contexts[key] = await self._context(conn, tid, pii=dest.config.pii)
+                ctx = contexts[key] | {
+                    "change": change.as_dict(),
+                    "event": {"type": change.type, "timestamp": iso(now)},
+                }
+                payload = orjson.dumps(dest.mapping.render(ctx)).decode()
+                rows.append({
+                    "destination_id": dest_id, "ticket_id": tid,
+                    "ordering_key": f"{dest_id}:{tid}", "event_type": change.type,
+                    "idempotency_key": f"msg_{dest_id}_{tid}_{change.timeline_id}",
+                    "payload": payload, "state": "pending", "attempts": 0,
+                    "next_attempt_at": now, "created_at": now,
+                })
+        if rows:
+            await conn.execute(sa.insert(outbox), rows)
+
+    async def _ticket_of(self, conn: AsyncConnection, change: Change) -> int:
+        return int((await conn.execute(sa.select(ticket_events.c.ticket_id)
+                                       .where(ticket_events.c.id == change.timeline_id))).scalar_one())
+
+    async def _context(self, conn: AsyncConnection, ticket_id: int, *, pii: bool) -> dict[str, Any]:
+        t = (await conn.execute(sa.select(tickets).where(tickets.c.id == ticket_id))).one()
+        o = (await conn.execute(sa.select(orders).where(orders.c.id == t.order_id))).first() if t.order_id else None
+        c = None
+        ids: list[tuple[str, str]] = []
+        if t.customer_id:
+            c = (await conn.execute(sa.select(customers).where(customers.c.id == t.customer_id))).first()
+            ids = [(r.kind, r.value) for r in (await conn.execute(
+                sa.select(identities.c.kind, identities.c.value)
+                .where(identities.c.customer_id == t.customer_id).order_by(identities.c.id))).all()]
+        return {"ticket": ticket_view(t), "order": order_view(o),
+                "customer": customer_view(c, self.cipher, pii=pii, identities=ids)}

@@ -1,0 +1,227 @@
+"""The standard records (DESIGN §2) as SQLModel tables.
+
+Money is an integer number of fen. Times are timezone-aware UTC: SQLite keeps
+no zone, so :class:`UTCDateTime` stores naive UTC and hands back aware values.
+Hot paths (inbox insert, claims, outbox writes) use these tables' ``__table__``
+with SQLAlchemy Core rather than ORM sessions (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A DateTime that refuses naive input and always returns aware UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: the hub stores aware UTC times only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _ts(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _json(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=sa.Column(sa.JSON(), nullable=nullable))
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    display_name: str | None = None
+    # AES-GCM ciphertexts ("v1:<key id>:<base64>"); never the clear values.
+    phone_enc: str | None = None
+    address_enc: str | None = None
+    # Keyed blind index (HMAC) of the normalized phone, for lookup without decrypting.
+    phone_index: str | None = Field(default=None, index=True)
+    email: str | None = None
+    merged_into_id: int | None = Field(default=None, foreign_key="customers.id")
+    created_at: datetime | None = _ts(nullable=False)
+    updated_at: datetime | None = _ts(nullable=False)
+
+
+class CustomerIdentity(SQLModel, table=True):
+    __tablename__ = "customer_identities"
+    __table_args__ = (sa.UniqueConstraint("kind", "value", name="uq_identity_kind_value"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customers.id", index=True)
+    kind: str
+    # For kind "phone" this is the blind index, never the number itself.
+    value: str
+    created_at: datetime | None = _ts(nullable=False)
+
+
+class CustomerMerge(SQLModel, table=True):
+    """Two customers found to be one person: recorded, never silent."""
+
+    __tablename__ = "customer_merges"
+
+    id: int | None = Field(default=None, primary_key=True)
+    winner_id: int = Field(foreign_key="customers.id")
+    loser_id: int = Field(foreign_key="customers.id")
+    reason: str
+    raw_event_id: int | None = None
+    at: datetime | None = _ts(nullable=False)
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+    __table_args__ = (sa.UniqueConstraint("channel", "external_id", name="uq_order_channel_external"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str
+    source_id: str
+    external_id: str
+    status: str | None = None
+    paid_amount: int | None = None  # fen
+    items: Any = _json()
+    customer_id: int | None = Field(default=None, foreign_key="customers.id", index=True)
+    placed_at: datetime | None = _ts()
+    is_stub: bool = True  # created from an event that only named it
+    created_at: datetime | None = _ts(nullable=False)
+    updated_at: datetime | None = _ts(nullable=False)
+
+
+class Ticket(SQLModel, table=True):
+    __tablename__ = "tickets"
+    __table_args__ = (sa.UniqueConstraint("source_id", "external_id", name="uq_ticket_source_external"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str
+    source_id: str
+    external_id: str
+    type: str
+    status: str = Field(index=True)
+    reason_code: str | None = None
+    reason_text: str | None = None
+    description: str | None = None
+    priority: str = "normal"
+    refund_amount: int | None = None  # fen
+    items: Any = _json()
+    order_id: int | None = Field(default=None, foreign_key="orders.id", index=True)
+    customer_id: int | None = Field(default=None, foreign_key="customers.id", index=True)
+    queue: str | None = None
+    assignee: str | None = None
+    sla_due_at: datetime | None = _ts()
+    source_updated_at: datetime | None = _ts()
+    created_at: datetime | None = _ts(nullable=False)
+    updated_at: datetime | None = _ts(nullable=False)
+
+
+class TicketEvent(SQLModel, table=True):
+    """Append-only timeline: created, status_changed, updated, stale, refused,
+    message, call, note, sync_sent, sync_failed, sync_dead, merged."""
+
+    __tablename__ = "ticket_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    kind: str
+    from_status: str | None = None
+    to_status: str | None = None
+    detail: Any = _json()
+    raw_event_id: int | None = Field(default=None, foreign_key="raw_events.id")
+    at: datetime | None = _ts(nullable=False)
+
+
+class RawEvent(SQLModel, table=True):
+    """The inbox: every inbound event exactly as received."""
+
+    __tablename__ = "raw_events"
+    __table_args__ = (
+        sa.UniqueConstraint("source_id", "dedupe_key", name="uq_raw_source_dedupe"),
+        sa.Index("ix_raw_events_state_id", "state", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str
+    dedupe_key: str
+    received_at: datetime | None = _ts(nullable=False)
+    headers: Any = _json()
+    body: str
+    state: str = "pending"  # pending | done | quarantined
+    reason: str | None = None
+    mapping_version: str | None = None
+    ticket_id: int | None = None
+    attempts: int = 0
+    processed_at: datetime | None = _ts()
+
+
+class Outbox(SQLModel, table=True):
+    """One push of one ticket change to one destination."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        sa.Index("ix_outbox_due", "state", "next_attempt_at"),
+        sa.Index("ix_outbox_ordering", "ordering_key", "state", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    destination_id: str = Field(index=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    ordering_key: str
+    event_type: str
+    idempotency_key: str = Field(unique=True)
+    payload: str
+    state: str = "pending"  # pending | delivered | dead
+    attempts: int = 0
+    next_attempt_at: datetime | None = _ts(nullable=False)
+    first_attempt_at: datetime | None = _ts()
+    claimed_until: datetime | None = _ts()
+    last_status: int | None = None
+    last_error: str | None = None
+    last_response: str | None = None
+    created_at: datetime | None = _ts(nullable=False)
+    delivered_at: datetime | None = _ts()
+
+
+class AuditLog(SQLModel, table=True):
+    """Admin actions (retry, drop, replay), who did them and when."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    actor: str
+    action: str
+    target: str | None = None
+    detail: Any = _json()
+    at: datetime | None = _ts(nullable=False)
+
+
+metadata = SQLModel.metadata
+raw_events = RawEvent.__table__  # type: ignore[attr-defined]
+outbox = Outbox.__table__  # type: ignore[attr-defined]
+tickets = Ticket.__table__  # type: ignore[attr-defined]
+ticket_events = TicketEvent.__table__  # type: ignore[attr-defined]
+orders = Order.__table__  # type: ignore[attr-defined]
+customers = Customer.__table__  # type: ignore[attr-defined]
+identities = CustomerIdentity.__table__  # type: ignore[attr-defined]
+customer_merges = CustomerMerge.__table__  # type: ignore[attr-defined]
+audit_log = AuditLog.__table__  # type: ignore[attr-defined]

@@ -1,0 +1,115 @@
+"""The HTTP face of the hub (aiohttp): webhooks in, health and metrics out.
+
+Every refusal is a precise 4xx with a JSON body ``{"error", "message"}``; a
+storage failure is a 503 with Retry-After (the platform will resend), never a
+500 and never a 200 for something not on disk.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+import structlog
+from aiohttp import web
+
+from hub.errors import IngressError, PayloadTooLarge, Quarantine, StorageUnavailable
+from hub.inbox import NewRawEvent
+from hub.interfaces import InboundRequest
+from hub.pipeline import event_document
+
+if TYPE_CHECKING:
+    from hub.daemon import Hub
+
+log = structlog.get_logger("hub.server")
+HUB_KEY = web.AppKey("hub", object)
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps({"error": code, "message": message}),
+                        content_type="application/json", headers=headers)
+
+
+def build_app(hub: Hub) -> web.Application:
+    app = web.Application(client_max_size=hub.config.server.max_body_bytes,
+                          middlewares=[_errors_middleware])
+    app[HUB_KEY] = hub
+    max_body = hub.config.server.max_body_bytes
+
+    async def webhook(request: web.Request) -> web.Response:
+        source_id = request.match_info["source_id"]
+        rt = hub.webhook_sources.get(source_id)
+        if rt is None:
+            hub.metrics.ingest.labels("(unknown)", "unknown_source").inc()
+            known = "configured" if hub.config.source(source_id) else "not configured"
+            return _error(404, "unknown_source", f"no webhook source {source_id!r} ({known})")
+        if hub.draining:
+            return _error(503, "shutting_down", "the hub is shutting down; retry shortly",
+                          {"Retry-After": "5"})
+        if request.content_length is not None and request.content_length > max_body:
+            hub.metrics.ingest.labels(source_id, "too_large").inc()
+            return _error(413, PayloadTooLarge.code,
+                          f"body of {request.content_length} bytes is over the {max_body}-byte limit")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            hub.metrics.ingest.labels(source_id, "too_large").inc()
+            return _error(413, PayloadTooLarge.code, f"body is over the {max_body}-byte limit")
+        inbound = InboundRequest(method=request.method, path=request.path, query=request.query,
+                                 headers={k.lower(): v for k, v in request.headers.items()},
+                                 body=body, remote=request.remote)
+        connector, mapping = rt
+        try:
+            events = connector.receive(inbound)
+            raw = [NewRawEvent(source_id, mapping.dedupe_key(event_document(source_id, e.headers, e.document)),
+                               e.body, e.headers) for e in events]
+        except IngressError as err:
+            hub.metrics.ingest.labels(source_id, err.code).inc()
+            log.info("webhook refused", source=source_id, status=err.status, reason=str(err))
+            return _error(err.status, err.code, str(err))
+        except Quarantine as err:
+            hub.metrics.ingest.labels(source_id, "no_dedupe_key").inc()
+            return _error(400, "bad_payload", str(err))
+        try:
+            stored = await hub.inbox.submit(raw)
+        except StorageUnavailable as err:
+            hub.metrics.ingest.labels(source_id, "unavailable").inc()
+            log.error("inbox write failed", source=source_id, error=str(err))
+            return _error(503, "storage_unavailable", "events not stored; retry later",
+                          {"Retry-After": "5"})
+        hub.metrics.ingest.labels(source_id, "accepted" if stored.stored else "duplicate").inc()
+        hub.wake_pipeline()
+        reply = connector.acknowledge(stored.stored, stored.duplicates)
+        return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        problems = await hub.readiness_problems()
+        if problems:
+            return web.json_response({"status": "not ready", "problems": problems}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=hub.metrics.render(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    app.router.add_post("/webhooks/{source_id}", webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        raise
+    except Exception:
+        log.exception("unhandled error", path=request.path)
+        return _error(500, "internal_error", "internal error; see the hub's log")

@@ -1,0 +1,120 @@
+"""One async storage layer over SQLite (WAL) and PostgreSQL (asyncpg).
+
+SQLite has a single writer per file, so in-process write transactions queue on
+an asyncio lock (fair, no busy-wait sleeps) and open with ``BEGIN IMMEDIATE``
+so a transaction never fails half-way on a lock upgrade. PostgreSQL needs
+neither: rows are claimed with ``FOR UPDATE SKIP LOCKED`` and many hub
+processes share the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from hub.errors import StorageUnavailable
+
+# Errors that mean "the database did not take it", as opposed to a bug in a statement.
+UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, ConnectionError,
+               asyncio.TimeoutError)
+
+
+class Database:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "full", echo: bool = False):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            path = sa.engine.make_url(url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        if self.is_sqlite:
+            self._install_sqlite_hooks(sqlite_synchronous)
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self.is_sqlite else "postgresql"
+
+    def _install_sqlite_hooks(self, synchronous: str) -> None:
+        sync_engine = self.engine.sync_engine
+
+        @event.listens_for(sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take BEGIN into our own hands (see _on_begin), as SQLAlchemy's docs advise.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(sync_engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            immediate = conn.get_execution_options().get("hub_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; commits on success, rolls back on error."""
+        lock = self._write_lock or contextlib.nullcontext()
+        async with lock:
+            async with self.engine.connect() as conn:
+                if self.is_sqlite:
+                    conn = await conn.execution_options(hub_write=True)
+                async with conn.begin():
+                    yield conn
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            async with conn.begin():
+                yield conn
+
+    def insert_ignoring_duplicates(self, table: sa.Table) -> Any:
+        """INSERT … ON CONFLICT DO NOTHING, in this database's dialect."""
+        if self.is_sqlite:
+            return sqlite.insert(table).on_conflict_do_nothing()
+        return postgresql.insert(table).on_conflict_do_nothing()
+
+    def for_update_skip_locked(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
+        """Row claims: SKIP LOCKED on PostgreSQL; SQLite's single writer needs none."""
+        return stmt if self.is_sqlite else stmt.with_for_update(skip_locked=True)
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            return True
+        except UNAVAILABLE:
+            return False
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest migration (alembic upgrade head)."""
+        from hub.migrate import upgrade
+
+        await upgrade(self)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def storage_errors_as_unavailable(err: BaseException) -> StorageUnavailable | None:
+    if isinstance(err, UNAVAILABLE):
+        return StorageUnavailable(f"database unavailable: {type(err).__name__}: {err}")
+    if isinstance(err, sa.exc.DBAPIError) and err.connection_invalidated:
+        return StorageUnavailable(f"database connection lost: {err}")
+    return None

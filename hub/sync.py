@@ -1,0 +1,34 @@
+"""Sync rules: which ticket changes produce which pushes. Pure data + matching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hub.config import SyncRule
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing that happened to a ticket, as the sync rules see it."""
+
+    type: str                # ticket.created | ticket.status_changed | ticket.updated | ticket.merged
+    from_status: str | None
+    to_status: str
+    timeline_id: int         # the TicketEvent that records it; makes the push's idempotency key
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"from": self.from_status, "to": self.to_status}
+
+
+def destinations_for(rules: list[SyncRule], change: Change) -> list[str]:
+    """Destination ids to push ``change`` to, in rule order, each once."""
+    out: list[str] = []
+    for rule in rules:
+        if change.type not in rule.on:
+            continue
+        if rule.status is not None and change.to_status not in rule.status:
+            continue
+        for dest in rule.to:
+            if dest not in out:
+                out.append(dest)
+    return out

@@ -1,0 +1,58 @@
+"""Public views of records: what pushes, the API and the CLI show.
+
+Contact fields are masked unless the viewer (a destination with ``pii: true``,
+a token with ``pii``) may see them in clear.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from hub.pii import PiiCipher, mask_address, mask_email, mask_phone
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
+
+
+def ticket_view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id, "channel": row.channel, "source_id": row.source_id,
+        "external_id": row.external_id, "type": row.type, "status": row.status,
+        "reason_code": row.reason_code, "reason_text": row.reason_text,
+        "description": row.description, "priority": row.priority,
+        "refund_amount": row.refund_amount, "items": row.items, "order_id": row.order_id,
+        "customer_id": row.customer_id, "queue": row.queue, "assignee": row.assignee,
+        "sla_due_at": iso(row.sla_due_at), "source_updated_at": iso(row.source_updated_at),
+        "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
+    }
+
+
+def order_view(row: Any | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "id": row.id, "channel": row.channel, "external_id": row.external_id,
+        "status": row.status, "paid_amount": row.paid_amount, "items": row.items,
+        "customer_id": row.customer_id, "placed_at": iso(row.placed_at), "is_stub": row.is_stub,
+    }
+
+
+def customer_view(row: Any | None, cipher: PiiCipher, *, pii: bool,
+                  identities: list[tuple[str, str]] | None = None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    phone = cipher.decrypt(row.phone_enc) if row.phone_enc else None
+    address = cipher.decrypt(row.address_enc) if row.address_enc else None
+    view: dict[str, Any] = {
+        "id": row.id,
+        "display_name": row.display_name,
+        "phone": phone if pii else mask_phone(phone),
+        "address": address if pii else mask_address(address),
+        "email": row.email if pii else mask_email(row.email),
+    }
+    if identities is not None:
+        # Phone identities hold a blind index: meaningless outside, so not shown.
+        view["identities"] = [{"kind": k, "value": v} for k, v in identities if k != "phone"]
+    return view
