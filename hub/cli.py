@@ -47,7 +47,7 @@ def _load(path: Path | None) -> tuple[HubConfig, Any]:
 def _print_problems(title: str, err: ConfigError | MappingError) -> None:
     console.print(f"[bold red]{title}[/] ({len(err.problems)} problem{'s' if len(err.problems) != 1 else ''})")
     for p in err.problems:
-        console.print(f"  • {p}", markup=False, highlight=False)
+        console.print(f"  • {p}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("check-config")
@@ -56,7 +56,7 @@ def check_config(path: Annotated[Path, typer.Argument(help="config file to check
     from hub.daemon import compile_mappings
 
     cfg, registry = _load(path)
-    _, problems = compile_mappings(cfg)
+    _, problems = compile_mappings(cfg, registry)
     unavailable = registry.unavailable(cfg)
     if problems:
         _print_problems(f"{path}: mappings are invalid", MappingError(problems))

@@ -40,13 +40,20 @@ from hub.storage import UNAVAILABLE, Database
 log = structlog.get_logger("hub.daemon")
 
 
-def compile_mappings(cfg: HubConfig) -> tuple[MappingSet, list[Problem]]:
-    """Compile every mapping the config names; collect every problem."""
+def compile_mappings(cfg: HubConfig, registry: Registry) -> tuple[MappingSet, list[Problem]]:
+    """Compile every mapping the config names; collect every problem.
+
+    Kinds this build cannot run yet are skipped: their mappings arrive with them.
+    """
     mappings = MappingSet(cfg.mappings_dir)
     problems: list[Problem] = []
-    for where, items, want in (("sources", cfg.sources, "inbound"),
-                               ("destinations", cfg.destinations, "outbound")):
+    for where, items, want, kinds in (
+            ("sources", cfg.sources, "inbound", registry.sources),
+            ("destinations", cfg.destinations, "outbound", registry.destinations)):
         for i, item in enumerate(items):
+            kind = kinds.get(item.kind)
+            if kind is None or not kind.available:
+                continue
             try:
                 m = mappings.get(item.mapping_name)
             except MappingError as err:
@@ -83,7 +90,7 @@ class Hub:
         if unavailable:
             raise ConfigError([Problem("", f"{u}; disable it (enabled: false) or remove it")
                                for u in unavailable])
-        mappings, problems = compile_mappings(self.config)
+        mappings, problems = compile_mappings(self.config, self.registry)
         if problems:
             raise MappingError(problems)
         sources: dict[str, SourceRuntime] = {}

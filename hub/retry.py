@@ -26,8 +26,9 @@ class RetryDecision:
 class RetryPolicy:
     def __init__(self, cfg: RetryConfig):
         self.cfg = cfg
-        self._wait = tenacity.wait_exponential_jitter(
-            initial=cfg.initial, max=cfg.max_delay, exp_base=cfg.multiplier, jitter=cfg.jitter)
+        self._wait = tenacity.wait_exponential(
+            multiplier=cfg.initial, max=cfg.max_delay, exp_base=cfg.multiplier,
+        ) + tenacity.wait_random(0, cfg.jitter)
         self._stop = tenacity.stop_after_attempt(cfg.max_attempts) | tenacity.stop_after_delay(
             cfg.give_up_after)
 

@@ -67,7 +67,9 @@ def parse_yaml(text: str, file: str) -> YamlDoc:
             if isinstance(n, yaml.MappingNode):
                 out: dict[Any, Any] = {}
                 for key_node, value_node in n.value:
-                    key = loader.construct_object(key_node, deep=True)
+                    # Keys stay text: YAML 1.1 would read `on:` (sync rules) as True.
+                    key = (key_node.value if isinstance(key_node, yaml.ScalarNode)
+                           else loader.construct_object(key_node, deep=True))
                     out[key] = walk(value_node, join_path(path, str(key)))
                 return out
             if isinstance(n, yaml.SequenceNode):

@@ -1,0 +1,155 @@
+"""Shared fixtures: a real database (SQLite file, or a fresh PostgreSQL
+database when HUB_TEST_POSTGRES_URL is set), a running hub on loopback with
+the website source and a signed-webhook receiver, and the website simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+
+from connectors.webhook.receiver import Receiver
+from connectors.website.simulator import WebsiteSimulator
+from hub import standard_webhooks
+from hub.config import HubConfig, parse_config
+from hub.daemon import Hub
+from hub.registry import Registry
+from hub.yamlfile import YamlDoc
+
+PG_URL = os.environ.get("HUB_TEST_POSTGRES_URL")
+
+
+def _asyncpg_url(url: str) -> sa.URL:
+    u = sa.make_url(url)
+    return u.set(drivername="postgresql+asyncpg")
+
+
+@pytest.fixture
+def pii_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    return Registry.discover()
+
+
+def _sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    if not PG_URL:
+        pytest.skip("HUB_TEST_POSTGRES_URL is not set")
+    import asyncpg
+
+    base = _asyncpg_url(PG_URL)
+    name = f"hub_test_{uuid.uuid4().hex[:12]}"
+    admin_dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return _sqlite_url(tmp_path)
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def site_secret() -> str:
+    return standard_webhooks.new_secret()
+
+
+@pytest.fixture
+def website(site_secret: str) -> WebsiteSimulator:
+    return WebsiteSimulator(secret=site_secret, seed=7)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver(secret=standard_webhooks.new_secret())
+    await r.start()
+    yield r
+    await r.stop()
+
+
+def make_config(registry: Registry, *, db_url: str, pii_key: str, site_secret: str,
+                receiver: Receiver | None, **overrides: Any) -> HubConfig:
+    data: dict[str, Any] = {
+        "server": {"listen": "127.0.0.1:0", "max_body_bytes": 65536},
+        "storage": {"url": db_url},
+        "security": {"pii_key": pii_key},
+        "sources": [{"id": "site", "kind": "website", "secret": site_secret}],
+        "destinations": [],
+        "sync": [],
+        "pipeline": {"tick": "100ms"},
+        "delivery": {"tick": "50ms",
+                     "retry": {"initial": "100ms", "max_delay": "1s", "jitter": "10ms",
+                               "give_up_after": "1h", "max_attempts": 5}},
+        "logging": {"level": "warning"},
+    }
+    if receiver is not None:
+        data["destinations"] = [{"id": "hook", "kind": "webhook", "url": receiver.url,
+                                 "secret": receiver.secret}]
+        data["sync"] = [{"on": ["ticket.created", "ticket.status_changed"], "to": "hook"}]
+    for key, value in overrides.items():
+        data[key] = value
+    return parse_config(YamlDoc(data, "(test config)"), registry)
+
+
+@pytest.fixture
+async def hub(registry: Registry, db_url: str, pii_key: str, site_secret: str,
+              receiver: Receiver) -> AsyncIterator[Hub]:
+    h = Hub(make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret,
+                        receiver=receiver), registry)
+    await h.start()
+    yield h
+    await h.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+async def count(hub: Hub, table: sa.Table, *where: Any) -> int:
+    async with hub.db.read() as conn:
+        return int((await conn.execute(sa.select(sa.func.count()).select_from(table).where(*where))).scalar_one())
