@@ -95,6 +95,9 @@ class StorageConfig(Strict):
     batch_max: int = Field(default=500, gt=0)
     batch_delay: Duration = 0.002
     sqlite_synchronous: Literal["full", "normal"] = "full"
+    # How long a SQLite write waits for another process's lock before the hub
+    # gives up and answers 503 (the platform then retries).
+    sqlite_busy_timeout: Duration = 30.0
 
     @field_validator("url")
     @classmethod

@@ -71,7 +71,8 @@ class Hub:
         self.config = config
         self.registry = registry
         self.metrics = Metrics()
-        self.db = Database(config.storage.url, sqlite_synchronous=config.storage.sqlite_synchronous)
+        self.db = Database(config.storage.url, sqlite_synchronous=config.storage.sqlite_synchronous,
+                           busy_timeout=config.storage.sqlite_busy_timeout)
         self.cipher = PiiCipher(base64.b64decode(config.security.pii_key.get_secret_value()))
         self.draining = False
         self.webhook_sources: dict[str, tuple[WebhookSource, InboundMapping]] = {}

@@ -42,7 +42,7 @@ class RetryPolicy:
             return RetryDecision(give_up=True)
         delay = float(self._wait(state))
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self.cfg.max_delay))
+            delay = max(delay, retry_after)  # the receiver knows best; the deadline still applies
         if since_first + delay > self.cfg.give_up_after:
             # One last try at the deadline rather than silently past it.
             delay = max(0.0, self.cfg.give_up_after - since_first)

@@ -28,7 +28,8 @@ UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, Connecti
 
 
 class Database:
-    def __init__(self, url: str, *, sqlite_synchronous: str = "full", echo: bool = False):
+    def __init__(self, url: str, *, sqlite_synchronous: str = "full", busy_timeout: float = 30.0,
+                 echo: bool = False):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
@@ -36,19 +37,19 @@ class Database:
             path = sa.engine.make_url(url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["connect_args"] = {"timeout": busy_timeout}
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
-            self._install_sqlite_hooks(sqlite_synchronous)
+            self._install_sqlite_hooks(sqlite_synchronous, int(busy_timeout * 1000))
 
     @property
     def dialect(self) -> str:
         return "sqlite" if self.is_sqlite else "postgresql"
 
-    def _install_sqlite_hooks(self, synchronous: str) -> None:
+    def _install_sqlite_hooks(self, synchronous: str, busy_ms: int) -> None:
         sync_engine = self.engine.sync_engine
 
         @event.listens_for(sync_engine, "connect")
@@ -58,7 +59,7 @@ class Database:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
