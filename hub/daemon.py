@@ -175,6 +175,8 @@ class Hub:
     async def stop(self) -> None:
         log.info("hub stopping: draining")
         self.draining = True
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         if self._runner is not None:
             await self._runner.cleanup()  # stops listening, waits for in-flight requests
             self._runner = None
@@ -185,8 +187,6 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
         await self.deliverer.close()
         await self.db.close()
         log.info("hub stopped")

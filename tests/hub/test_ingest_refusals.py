@@ -3,6 +3,7 @@ error quarantines the raw event with its reason; storage down answers 503."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 
@@ -123,8 +124,10 @@ async def test_storage_unavailable_is_503_and_nothing_acknowledged(
 async def _locked_out_then_back(hub: Hub, path: str, http: aiohttp.ClientSession,
                                 website: WebsiteSimulator) -> None:
     # Another process holds the write lock: the hub cannot commit.
-    blocker = sqlite3.connect(path, timeout=5, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
+    # (In a thread: the hub's own connections need the event loop to finish
+    # their transactions while the blocker waits for the lock.)
+    blocker = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    await asyncio.to_thread(blocker.execute, "BEGIN IMMEDIATE")
     try:
         body, headers = website.sign(website.request())
         status, reply = await _post(http, hub, body, headers)

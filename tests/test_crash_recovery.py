@@ -1,0 +1,118 @@
+"""SIGKILL the daemon after it acknowledged events but before it delivered
+them; start it again: every event becomes its ticket and every push arrives,
+none twice by idempotency key."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from connectors.webhook.receiver import Receiver
+from connectors.website.simulator import WebsiteSimulator
+from hub import standard_webhooks
+from hub.storage import Database
+
+pytestmark = pytest.mark.slow
+N = 60
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(config)],
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+async def _wait_healthy(http: aiohttp.ClientSession, port: int, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError(f"hub exited with {proc.returncode}")
+        try:
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise TimeoutError("hub did not become ready")
+
+
+async def test_sigkill_after_ack_loses_nothing_and_doubles_nothing(
+        tmp_path: Path, db_url: str, pii_key: str, site_secret: str) -> None:
+    hub_port, receiver_port = _free_port(), _free_port()
+    receiver_secret = standard_webhooks.new_secret()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "server": {"listen": f"127.0.0.1:{hub_port}"},
+        "storage": {"url": db_url},
+        "security": {"pii_key": pii_key},
+        "sources": [{"id": "site", "kind": "website", "secret": site_secret}],
+        "destinations": [{"id": "erp-hook", "kind": "webhook", "secret": receiver_secret,
+                          "url": f"http://127.0.0.1:{receiver_port}/hook"}],
+        "sync": [{"on": ["ticket.created"], "to": "erp-hook"}],
+        "pipeline": {"tick": "100ms"},
+        "delivery": {"tick": "100ms", "lease": "1s",
+                     "retry": {"initial": "100ms", "max_delay": "300ms", "jitter": "50ms"}},
+        "logging": {"level": "warning"},
+    }))
+    log = tmp_path / "hub.log"
+    website = WebsiteSimulator(secret=site_secret, seed=3)
+    messages = [website.request() for _ in range(N)]
+    async with aiohttp.ClientSession() as http:
+        proc = _start(config, log)
+        try:
+            await _wait_healthy(http, hub_port, proc)
+
+            async def send(msg: dict) -> int:
+                body, headers = website.sign(msg)
+                async with http.post(f"http://127.0.0.1:{hub_port}/webhooks/site", data=body,
+                                     headers=headers) as r:
+                    return r.status
+
+            statuses = await asyncio.gather(*(send(m) for m in messages))
+            assert statuses == [200] * N  # acknowledged: on disk
+        finally:
+            proc.send_signal(signal.SIGKILL)  # no drain, no goodbye
+            proc.wait(10)
+
+        # The receiver was down the whole time, so nothing was delivered yet.
+        receiver = Receiver(secret=receiver_secret)
+        await receiver.start(port=receiver_port)
+        proc = _start(config, log)
+        try:
+            await _wait_healthy(http, hub_port, proc)
+            await receiver.wait_for(N, timeout=60)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, log.read_text()[-3000:]
+            await receiver.stop()
+
+    ids = [r.body["data"]["ticket"]["external_id"] for r in receiver.unique.values()]
+    assert sorted(ids) == sorted(m["data"]["request_id"] for m in messages)
+    assert len(receiver.unique) == N  # one idempotency key per ticket.created, none doubled
+    db = Database(db_url)
+    try:
+        async with db.read() as conn:
+            tickets = (await conn.execute(sa.text("SELECT count(*) FROM tickets"))).scalar_one()
+            delivered = (await conn.execute(sa.text(
+                "SELECT count(*) FROM outbox WHERE state = 'delivered'"))).scalar_one()
+            pending = (await conn.execute(sa.text(
+                "SELECT count(*) FROM raw_events WHERE state <> 'done'"))).scalar_one()
+    finally:
+        await db.close()
+    assert (tickets, delivered, pending) == (N, N, 0)
