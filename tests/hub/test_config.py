@@ -1,0 +1,148 @@
+"""Config: every problem reported at once, each with its key path and line."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub.config import load_config, parse_duration
+from hub.errors import ConfigError
+from hub.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BROKEN = """\
+server:
+  listen: "localhost"
+  max_body_bytes: -1
+storage:
+  url: "mysql://nope"
+security:
+  pii_key: "${HUB_TEST_MISSING_KEY}"
+sources:
+  - {id: site, kind: website, secret: "not-a-whsec", tolerence: 5m}
+  - {id: site, kind: carrier-pigeon}
+destinations:
+  - {id: hook, kind: webhook, url: "ftp://x", secret: "${file:/nonexistent/secret}"}
+sync:
+  - {on: ticket.exploded, to: nowhere}
+"""
+
+
+def test_every_error_has_its_key_path_and_line(tmp_path: Path, registry: Registry) -> None:
+    p = tmp_path / "config.yaml"
+    p.write_text(BROKEN)
+    with pytest.raises(ConfigError) as info:
+        load_config(p, registry, env={})
+    text = str(info.value)
+    expected = [
+        f"{p}:7: security.pii_key: environment variable HUB_TEST_MISSING_KEY is not set",
+        f"{p}:12: destinations[0].secret: cannot read secret file /nonexistent/secret",
+        f"{p}:2: server.listen: Value error, expected host:port, got 'localhost'",
+        f"{p}:3: server.max_body_bytes: Input should be greater than 0",
+        f"{p}:5: storage.url: Value error, expected sqlite+aiosqlite:///PATH",
+        f"{p}:14: sync[0].on: Value error, unknown change 'ticket.exploded'",
+    ]
+    for line in expected:
+        assert line in text, f"missing: {line}\n---\n{text}"
+
+
+def test_kind_specific_errors_come_after_common_ones_are_fixed(tmp_path: Path, registry: Registry) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    p = tmp_path / "config.yaml"
+    p.write_text(f"""\
+security: {{pii_key: "{key}"}}
+sources:
+  - {{id: site, kind: website, secret: "not-a-whsec", tolerence: 5m}}
+  - {{id: site, kind: carrier-pigeon}}
+destinations:
+  - {{id: hook, kind: webhook, url: "ftp://x", secret: "whsec_{key}"}}
+sync:
+  - {{on: ticket.created, to: nowhere}}
+""")
+    with pytest.raises(ConfigError) as info:
+        load_config(p, registry, env={})
+    problems = {(pr.path, pr.line) for pr in info.value.problems}
+    assert ("sources[1].id", 4) in problems            # duplicate id
+    assert ("sync[0].to", 8) in problems               # no such destination
+    assert ("sources[0].secret", 3) in problems        # not whsec_
+    assert ("sources[0].tolerence", 3) in problems     # typo: unknown key
+    assert ("sources[1].kind", 4) in problems          # unknown kind
+    assert ("destinations[0].url", 6) in problems      # not http(s)
+
+
+def test_secrets_from_env_file_and_systemd_credentials(tmp_path: Path, registry: Registry) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "site").write_text("whsec_" + key + "\n")
+    (tmp_path / "hook-secret").write_text("whsec_" + key)
+    p = tmp_path / "config.yaml"
+    p.write_text("""\
+security: {pii_key: "${PII}"}
+sources: [{id: site, kind: website, secret: "${cred:site}"}]
+destinations: [{id: hook, kind: webhook, url: "http://x", secret: "${file:%s}"}]
+sync: [{on: [ticket.created], to: hook}]
+""" % (tmp_path / "hook-secret"))
+    cfg = load_config(p, registry, env={"PII": key, "CREDENTIALS_DIRECTORY": str(tmp_path / "creds")})
+    assert cfg.sources[0].secret.get_secret_value() == "whsec_" + key  # type: ignore[attr-defined]
+    assert cfg.destinations[0].secret.get_secret_value() == "whsec_" + key  # type: ignore[union-attr]
+    assert cfg.sync[0].on == ["ticket.created"]  # `on:` is not YAML 1.1's True
+    assert "whsec_" not in repr(cfg)  # secrets never print
+
+
+def test_durations() -> None:
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("5m") == 300
+    assert parse_duration(2) == 2.0
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+
+
+def _env_for_example() -> dict[str, str]:
+    whsec = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    names = ["HUB_OPS_TOKEN", "HUB_LEAD_TOKEN", "TB_APP_KEY", "TB_APP_SECRET", "TB_SESSION",
+             "JD_APP_KEY", "JD_APP_SECRET", "JD_TOKEN", "WX_APPID", "WX_SECRET", "WX_TOKEN",
+             "WX_AES_KEY", "CC_PUSH_PASSWORD", "ERP_SECRET", "WMS_SECRET", "FIN_SECRET"]
+    env = {n: "x" for n in names}
+    env.update(HUB_PII_KEY=base64.b64encode(os.urandom(32)).decode(), SITE_WEBHOOK_SECRET=whsec,
+               CRM_WEBHOOK_SECRET=whsec)
+    return env
+
+
+def test_documented_example_config_is_valid(registry: Registry) -> None:
+    cfg = load_config(ROOT / "config.yaml", registry, env=_env_for_example())
+    assert {s.kind for s in cfg.sources} == {"taobao", "jd", "wechat", "website", "callcenter"}
+    assert {d.kind for d in cfg.destinations} >= {"erp", "wms", "finance"}
+
+
+def test_check_config_command_exit_codes(tmp_path: Path) -> None:
+    good = subprocess.run([sys.executable, "-m", "hub", "check-config", str(ROOT / "config.yaml")],
+                          env={**os.environ, **_env_for_example()}, capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert "OK" in good.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BROKEN)
+    res = subprocess.run([sys.executable, "-m", "hub", "check-config", str(bad)],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 2
+    assert "security.pii_key: environment variable HUB_TEST_MISSING_KEY is not set" in res.stderr
+    assert "sync[0].on" in res.stderr
+
+
+def test_run_refuses_kinds_not_available_yet(tmp_path: Path) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    p = tmp_path / "config.yaml"
+    p.write_text(f"""\
+storage: {{url: "sqlite+aiosqlite:///{tmp_path}/hub.db"}}
+security: {{pii_key: "{key}"}}
+sources: [{{id: jd-main, kind: jd, app_key: k}}]
+""")
+    res = subprocess.run([sys.executable, "-m", "hub", "run", "-c", str(p)], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 2
+    assert "source 'jd-main': kind 'jd' is not available yet" in res.stderr

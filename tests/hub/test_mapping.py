@@ -1,0 +1,93 @@
+"""The mapping engine: every sample beside a mapping normalizes to its
+expected output; bad mapping files fail with file, line and key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub.errors import MappingError, Quarantine
+from hub.mapping import MappingSet, default_mappings_dir, load_mapping
+from hub.pipeline import event_document
+
+SAMPLES = sorted(default_mappings_dir().glob("tests/*/*.input.json"))
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: f"{p.parent.name}/{p.name.split('.')[0]}")
+def test_mapping_samples(sample: Path) -> None:
+    mapping = MappingSet().inbound(sample.parent.name)
+    given = json.loads(sample.read_text())
+    expected = json.loads(sample.with_name(sample.name.replace(".input.", ".expected.")).read_text())
+    doc = event_document("src", given["headers"], given["body"])
+    n = mapping.apply(doc)
+    got = json.loads(json.dumps({
+        "dedupe_key": mapping.dedupe_key(doc), "ticket": n.ticket, "order": n.order,
+        "customer": n.customer, "identities": [list(i) for i in n.identities],
+    }, default=lambda v: v.isoformat()))
+    assert got == expected
+
+
+def test_there_are_samples() -> None:
+    assert len(SAMPLES) >= 2
+
+
+BAD = """\
+name: broken
+kind: inbound
+version: 1
+dedupe_key: "@headers.webhook-id"
+ticket:
+  external_id: data.id
+  type:
+    path: data.kind
+    map: {refund: refund_only, return: sending_back}
+  status: {value: new, cast: rot13}
+  colour: data.colour
+customer:
+  phone: {path: data.phone, requried: true}
+"""
+
+
+def test_bad_mapping_names_file_line_and_key(tmp_path: Path) -> None:
+    p = tmp_path / "broken.yaml"
+    p.write_text(BAD)
+    with pytest.raises(MappingError) as info:
+        load_mapping(p)
+    text = str(info.value)
+    assert f"{p}:9: ticket.type.map.return: 'sending_back' is not one of refund_only" in text
+    assert f"{p}:10: ticket.status.cast: unknown cast 'rot13'" in text
+    assert f"{p}:11: ticket.colour: unknown ticket field" in text
+    assert f"{p}:13: customer.phone.requried: unknown key" in text
+
+
+def test_yaml_syntax_error_is_located(tmp_path: Path) -> None:
+    p = tmp_path / "syntax.yaml"
+    p.write_text("kind: inbound\nversion: 1\nticket:\n  type: [unclosed\n")
+    with pytest.raises(MappingError) as info:
+        load_mapping(p)
+    assert str(info.value).startswith(f"{p}:")
+    assert "YAML syntax error" in str(info.value)
+
+
+def test_missing_required_value_quarantines() -> None:
+    mapping = MappingSet().inbound("website")
+    doc = event_document("site", {"webhook-id": "m1"}, {"type": "aftersale.requested",
+                                                         "timestamp": "2026-11-11T00:00:00Z",
+                                                         "data": {"kind": "refund"}})
+    with pytest.raises(Quarantine, match="ticket.external_id: required value is missing"):
+        mapping.apply(doc)
+
+
+def test_mapping_test_command_prints_the_normalized_records() -> None:
+    sample = default_mappings_dir() / "tests/website/return_request.input.json"
+    res = subprocess.run([sys.executable, "-m", "hub", "mapping", "test", "website", str(sample),
+                          "-c", "/nonexistent.yaml"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["mapping"] == "website@1"
+    assert out["ticket"]["refund_amount"] == 5990
+    assert out["order"] == {"external_id": "SO8812034412"}
