@@ -105,6 +105,13 @@ class PiiCipher:
         raw = base64.b64decode(data)
         return self._by_id[kid].decrypt(raw[:12], raw[12:], kid.encode()).decode("utf-8")
 
+    def seal_body(self, body: str) -> str:
+        """A raw event body as stored in the inbox (always sealed, even when empty)."""
+        return self.encrypt(body) if body else body
+
+    def open_body(self, stored: str) -> str:
+        return (self.decrypt(stored) or "") if stored.startswith("v1:") else stored
+
     def blind_index(self, phone: str | None) -> str | None:
         norm = normalize_phone(phone)
         if not norm:

@@ -103,7 +103,8 @@ class Pipeline:
         try:
             if rt is None:
                 raise Quarantine(f"source {row.source_id!r} is not configured")
-            body = self._parse(row.source_id, row.body) if self._parse else parse_body(row.body)
+            text = self.cipher.open_body(row.body)
+            body = self._parse(row.source_id, text) if self._parse else parse_body(text)
             normalized = rt.mapping.apply(event_document(row.source_id, row.headers, body))
         except Quarantine as q:
             await self._settle(conn, row.id, "quarantined", now, reason=str(q),

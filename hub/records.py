@@ -165,6 +165,7 @@ class RawEvent(SQLModel, table=True):
     dedupe_key: str
     received_at: datetime | None = _ts(nullable=False)
     headers: Any = _json()
+    # Exactly as received, sealed with the PII key (bodies carry phones and addresses).
     body: str
     state: str = "pending"  # pending | done | quarantined
     reason: str | None = None

@@ -61,8 +61,9 @@ def build_app(hub: Hub) -> web.Application:
         connector, mapping = rt
         try:
             events = connector.receive(inbound)
+            # Bodies carry phones and addresses: sealed before they touch the disk.
             raw = [NewRawEvent(source_id, mapping.dedupe_key(event_document(source_id, e.headers, e.document)),
-                               e.body, e.headers) for e in events]
+                               hub.cipher.seal_body(e.body), e.headers) for e in events]
         except IngressError as err:
             hub.metrics.ingest.labels(source_id, err.code).inc()
             log.info("webhook refused", source=source_id, status=err.status, reason=str(err))

@@ -138,7 +138,7 @@ async def _locked_out_then_back(hub: Hub, path: str, http: aiohttp.ClientSession
     # Once storage is back, the platform's retry of the same message is taken.
     status, reply = await _post(http, hub, body, headers)
     assert (status, reply["status"]) == (200, "accepted")
-    assert orjson.loads((await _raw_bodies(hub))[0]) == orjson.loads(body)
+    assert orjson.loads(hub.cipher.open_body((await _raw_bodies(hub))[0])) == orjson.loads(body)
 
 
 async def _raw_bodies(hub: Hub) -> list[str]:

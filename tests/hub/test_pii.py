@@ -1,0 +1,117 @@
+"""Customers' contact data: encrypted at rest, blind-indexed, masked in
+pushes and logs — the database file never holds a phone number in clear."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+import structlog
+
+from connectors.webhook.receiver import Receiver
+from connectors.website.simulator import Customer, WebsiteSimulator
+from hub import logs
+from hub.daemon import Hub
+from hub.pii import PiiCipher, mask_phone, normalize_phone
+from hub.records import customers, raw_events, tickets
+from tests.conftest import count, wait_until
+
+
+def test_phone_normalization() -> None:
+    for raw in ("13812345678", "+86 138 1234 5678", "0086-138-1234-5678", "86 13812345678",
+                "(+86)138-1234-5678"):
+        assert normalize_phone(raw) == "13812345678"
+    assert normalize_phone("+1 (415) 555-0100") == "+14155550100"
+    assert mask_phone("+86 138-1234-5678") == "138****5678"
+
+
+def test_encryption_round_trip_and_key_rotation() -> None:
+    old, new = os.urandom(32), os.urandom(32)
+    sealed = PiiCipher(old).encrypt("13812345678")
+    assert sealed and "13812345678" not in sealed and sealed.startswith("v1:")
+    assert PiiCipher(new, old_keys=[old]).decrypt(sealed) == "13812345678"
+    with pytest.raises(ValueError, match="cannot decrypt"):
+        PiiCipher(new).decrypt(sealed)
+    a, b = PiiCipher(old), PiiCipher(new)
+    assert a.blind_index("+86 138 1234 5678") == a.blind_index("13812345678")
+    assert a.blind_index("13812345678") != b.blind_index("13812345678")  # keyed
+
+
+async def test_database_holds_no_clear_phone_and_same_phone_is_one_customer(
+        hub: Hub, http: aiohttp.ClientSession, website: WebsiteSimulator, receiver: Receiver) -> None:
+    phone = "13912345678"
+    a = Customer("u1", "赵敏", phone, "zm@example.com", "上海市浦东新区张江路88号")
+    b = Customer("u2", "赵敏", "+86 139-1234-5678", "other@example.com", "上海市浦东新区张江路88号")
+    for c in (a, b):
+        body, headers = website.sign(website.request(c))
+        async with http.post(f"http://127.0.0.1:{hub.port}/webhooks/site", data=body, headers=headers) as r:
+            assert r.status == 200
+
+    async def processed() -> bool:
+        return await count(hub, raw_events, raw_events.c.state == "done") == 2
+
+    await wait_until(processed)
+    await receiver.wait_for(2)
+    # Two site accounts, one phone: one customer holding both tickets.
+    assert await count(hub, customers) == 1
+    async with hub.db.read() as conn:
+        owners = {r[0] for r in (await conn.execute(sa.select(tickets.c.customer_id))).all()}
+        raw_bodies = [r[0] for r in (await conn.execute(sa.select(raw_events.c.body))).all()]
+    assert len(owners) == 1
+    # Raw events are kept exactly as received, but sealed: they open to the original.
+    assert all(b.startswith("v1:") for b in raw_bodies)
+    assert any(phone in hub.cipher.open_body(b) for b in raw_bodies)
+    await _assert_no_clear_phone(hub, [phone, "139-1234-5678", "上海市浦东新区张江路88号"])
+    for push in receiver.received:
+        assert phone not in json.dumps(push.body, ensure_ascii=False)
+
+
+async def _assert_no_clear_phone(hub: Hub, needles: list[str]) -> None:
+    if hub.db.is_sqlite:
+        path = hub.db.engine.url.database
+        async with hub.db.write() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        async with hub.db.engine.connect() as conn:
+            await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        data = b""
+        for suffix in ("", "-wal"):
+            if os.path.exists(str(path) + suffix):
+                data += open(str(path) + suffix, "rb").read()
+        for needle in needles:
+            assert needle.encode() not in data, f"{needle} found in the database file"
+        return
+    async with hub.db.read() as conn:
+        for table in ("customers", "customer_identities", "orders", "tickets", "ticket_events", "outbox"):
+            rows = (await conn.execute(sa.text(f"SELECT * FROM {table}"))).all()
+            dump = json.dumps([list(map(str, r)) for r in rows], ensure_ascii=False)
+            for needle in needles:
+                assert needle not in dump, f"{needle} found in {table}"
+
+
+def test_logs_never_print_a_phone_or_address() -> None:
+    out = io.StringIO()
+    logs.configure("info", "json", stream=out)
+    try:
+        log = structlog.get_logger("test")
+        log.info("customer called from 13812345678", phone="+86 138-1234-5678",
+                 address="杭州市西湖区文三路90号", payload={"customer": {"phone": "13812345678",
+                                                                   "email": "wang@example.com"}})
+        log.warning("raw body", body='{"phone": "139 1234 5678"}')
+    finally:
+        structlog.reset_defaults()
+    text = out.getvalue()
+    for clear in ("13812345678", "138-1234-5678", "139 1234 5678", "文三路90号", "wang@example.com"):
+        assert clear not in text
+    assert "138****5678" in text
+    first = json.loads(text.splitlines()[0])
+    assert first["address"] == "杭州市西湖区****"
+
+
+def test_pii_key_must_be_32_bytes() -> None:
+    with pytest.raises(ValueError):
+        PiiCipher(base64.b64decode(base64.b64encode(b"short")))
