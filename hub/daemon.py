@@ -47,9 +47,10 @@ def compile_mappings(cfg: HubConfig, registry: Registry) -> tuple[MappingSet, li
     """
     mappings = MappingSet(cfg.mappings_dir)
     problems: list[Problem] = []
-    for where, items, want, kinds in (
-            ("sources", cfg.sources, "inbound", registry.sources),
-            ("destinations", cfg.destinations, "outbound", registry.destinations)):
+    groups: list[tuple[str, list[Any], str, dict[str, Any]]] = [
+        ("sources", list(cfg.sources), "inbound", dict(registry.sources)),
+        ("destinations", list(cfg.destinations), "outbound", dict(registry.destinations))]
+    for where, items, want, kinds in groups:
         for i, item in enumerate(items):
             kind = kinds.get(item.kind)
             if kind is None or not kind.available:

@@ -79,11 +79,11 @@ async def run_demo(*, seconds: float, requests: int, console: Console) -> int:
 
 async def _summary(hub: Hub, console: Console) -> None:
     async with hub.db.read() as conn:
-        inbox = dict((await conn.execute(sa.select(raw_events.c.state, sa.func.count())
+        inbox: dict[str, int] = dict((await conn.execute(sa.select(raw_events.c.state, sa.func.count())
                                          .group_by(raw_events.c.state))).all())
         statuses = (await conn.execute(sa.select(tickets.c.status, sa.func.count())
                                        .group_by(tickets.c.status))).all()
-        pushes = dict((await conn.execute(sa.select(outbox.c.state, sa.func.count())
+        pushes: dict[str, int] = dict((await conn.execute(sa.select(outbox.c.state, sa.func.count())
                                           .group_by(outbox.c.state))).all())
     table = Table(title="what the hub did")
     table.add_column("records")

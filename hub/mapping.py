@@ -185,6 +185,14 @@ def compile_template_path(path: str) -> Getter:
 
 # --------------------------------------------------------------------- field specs
 
+
+def _const(value: Any) -> Getter:
+    def get(_doc: Any) -> Any:
+        return value
+
+    return get
+
+
 _SPEC_KEYS = {"path", "paths", "jmespath", "value", "default", "map", "map_default", "cast",
               "required", "each"}
 _EMPTY = (None, "")
@@ -210,9 +218,9 @@ class Compiler:
             return self._null_ok(path_of(spec))
         if not isinstance(spec, dict):
             if isinstance(spec, (int, float, bool)) or spec is None:
-                return lambda _doc, _v=spec: _v
+                return _const(spec)
             self.error(where, f"expected a path string or a field mapping, got {type(spec).__name__}")
-            return lambda _doc: None
+            return _const(None)
         unknown = set(spec) - _SPEC_KEYS
         for key in sorted(unknown):
             self.error(join_path(where, key), f"unknown key (expected one of {', '.join(sorted(_SPEC_KEYS))})")
@@ -231,12 +239,12 @@ class Compiler:
         elif "jmespath" in spec:
             try:
                 expr = jmespath.compile(str(spec["jmespath"]))
-                getters = [lambda doc, _e=expr: _e.search(doc.get("body") if not self.template_paths else doc)]
+                getters = [self._jmes(expr)]
             except jmespath.exceptions.JMESPathError as err:
                 self.error(join_path(where, "jmespath"), f"invalid JMESPath: {err}")
                 getters = []
         elif "value" in spec:
-            getters = [lambda _doc, _v=spec["value"]: _v]
+            getters = [_const(spec["value"])]
         elif "each" not in spec:
             self.error(where, "needs one of path, paths, jmespath or value")
             getters = []
@@ -305,6 +313,14 @@ class Compiler:
                     raise FieldFailure(f"{label}: expected a list, got {type(value).__name__}")
                 value = [{k: g(item) for k, g in each.items()} for item in value]
             return value
+
+        return get
+
+    def _jmes(self, expr: Any) -> Getter:
+        template = self.template_paths
+
+        def get(doc: Any) -> Any:
+            return expr.search(doc if template else doc.get("body"))
 
         return get
 
@@ -443,10 +459,10 @@ class OutboundMapping:
 def _compile_template(c: Compiler, node: Any, where: str) -> Getter:
     if isinstance(node, str):
         if node.startswith("$$"):
-            return lambda _ctx, _v=node[1:]: _v
+            return _const(node[1:])
         if node.startswith("$"):
             return compile_template_path(node[1:])
-        return lambda _ctx, _v=node: _v
+        return _const(node)
     if isinstance(node, dict):
         if set(node) == {"$field"}:
             return c.field(node["$field"], join_path(where, "$field"))
@@ -455,7 +471,7 @@ def _compile_template(c: Compiler, node: Any, where: str) -> Getter:
     if isinstance(node, list):
         items = [_compile_template(c, v, join_path(where, i)) for i, v in enumerate(node)]
         return lambda ctx: [g(ctx) for g in items]
-    return lambda _ctx, _v=node: _v
+    return _const(node)
 
 
 def _compile_outbound(doc: YamlDoc, name: str) -> OutboundMapping:

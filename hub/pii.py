@@ -107,7 +107,7 @@ class PiiCipher:
 
     def seal_body(self, body: str) -> str:
         """A raw event body as stored in the inbox (always sealed, even when empty)."""
-        return self.encrypt(body) if body else body
+        return self.encrypt(body) or body
 
     def open_body(self, stored: str) -> str:
         return (self.decrypt(stored) or "") if stored.startswith("v1:") else stored

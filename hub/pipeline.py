@@ -31,7 +31,16 @@ from hub.lifecycle import Outcome, decide
 from hub.linking import Merge, link_customer, link_order
 from hub.mapping import InboundMapping, Normalized, OutboundMapping
 from hub.pii import PiiCipher
-from hub.records import customers, identities, orders, outbox, raw_events, ticket_events, tickets, utcnow
+from hub.records import (
+    customers,
+    identities,
+    orders,
+    outbox,
+    raw_events,
+    ticket_events,
+    tickets,
+    utcnow,
+)
 from hub.storage import UNAVAILABLE, Database
 from hub.sync import Change, destinations_for
 from hub.views import customer_view, iso, order_view, ticket_view
@@ -175,12 +184,12 @@ class Pipeline:
         current = (await conn.execute(sel)).first()
         changes: list[Change] = []
         if current is None:
-            values = {k: t.get(k) for k in UPDATABLE if t.get(k) is not None}
+            given = {k: t.get(k) for k in UPDATABLE if t.get(k) is not None}
             res = await conn.execute(sa.insert(tickets).values(
                 channel=rt.channel, source_id=rt.config.id, external_id=t["external_id"],
                 status=t["status"], order_id=order_id, customer_id=customer_id,
                 queue=t.get("queue"), source_updated_at=t.get("source_updated_at"),
-                created_at=now, updated_at=now, **({"priority": "normal"} | values),
+                created_at=now, updated_at=now, **({"priority": "normal"} | given),
             ).returning(tickets.c.id))
             ticket_id = int(res.scalar_one())
             tl = await self._timeline(conn, ticket_id, "created", raw_id, now, to_status=t["status"])

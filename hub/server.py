@@ -7,7 +7,7 @@ storage failure is a 503 with Retry-After (the platform will resend), never a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -104,7 +104,7 @@ def build_app(hub: Hub) -> web.Application:
 
 
 @web.middleware
-async def _errors_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:
