@@ -217,6 +217,9 @@ class SyncRule(Strict):
 
 
 class PipelineConfig(Strict):
+    # false = ingest only: events are stored and acknowledged but not processed
+    # until the pipeline is enabled again (maintenance, benchmarks).
+    enabled: bool = True
     batch: int = Field(default=100, gt=0)
     tick: Duration = 1.0
 

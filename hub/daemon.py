@@ -145,10 +145,13 @@ class Hub:
         self.inbox.start()
         await self.deliverer.start()
         self._tasks = [
-            asyncio.create_task(self._loop("pipeline", self.pipeline.run_once, self._wake_pipeline,
-                                           after=self._wake_delivery.set)),
-            asyncio.create_task(self._loop("delivery", self.deliverer.run_once, self._wake_delivery)),
+            asyncio.create_task(self._loop("delivery", self.deliverer.run_once, self._wake_delivery),
+                                name="delivery"),
         ]
+        if self.config.pipeline.enabled:
+            self._tasks.append(asyncio.create_task(
+                self._loop("pipeline", self.pipeline.run_once, self._wake_pipeline,
+                           after=self._wake_delivery.set), name="pipeline"))
         self.scheduler.add_job(self._wake_pipeline.set, "interval", seconds=self.config.pipeline.tick,
                                id="pipeline-tick", coalesce=True, max_instances=1)
         self.scheduler.add_job(self._wake_delivery.set, "interval", seconds=self.config.delivery.tick,

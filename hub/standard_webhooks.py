@@ -39,8 +39,9 @@ def new_secret() -> str:
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    mac = hmac.new(key, b"%s.%d.%s" % (msg_id.encode(), timestamp, body), hashlib.sha256)
-    return "v1," + base64.b64encode(mac.digest()).decode()
+    # hmac.digest is the one-shot C path: several times cheaper than hmac.new per message.
+    mac = hmac.digest(key, b"%s.%d.%s" % (msg_id.encode(), timestamp, body), hashlib.sha256)
+    return "v1," + base64.b64encode(mac).decode()
 
 
 def headers_for(key: bytes, msg_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
