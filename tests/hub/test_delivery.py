@@ -74,6 +74,12 @@ async def test_429_with_retry_after_waits(
     await _send(http, hub, website, website.request())
     await receiver.wait_for(1, timeout=15)
     waited = time.monotonic() - started
+
+    async def recorded() -> bool:  # the receiver answers before the hub records it
+        rows = await _outbox_rows(hub)
+        return bool(rows) and rows[0].state == "delivered"
+
+    await wait_until(recorded)
     row = (await _outbox_rows(hub))[0]
     assert row.attempts == 2
     # Backoff alone would retry after ~0.1 s; Retry-After: 2 holds it for 2 s.

@@ -1,0 +1,139 @@
+"""Delivery throughput: outbox rows → signed pushes to a local receiver.
+
+    python bench/deliver.py [--pushes 5000] [--storage sqlite|postgres]
+
+Fills the outbox with N pending pushes (one per ticket, ~1 KB each), starts
+a receiver in its own process (the bare aiohttp handler), and times the
+hub's Deliverer draining the outbox: claim batches, sign, POST concurrently,
+record outcomes with their timeline events. The baseline, in the same run,
+is the same N POSTs from one aiohttp client session with no database at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from connectors.webhook.destination import WebhookDestination, WebhookDestinationConfig  # noqa: E402
+from hub import standard_webhooks  # noqa: E402
+from hub.config import RetryConfig  # noqa: E402
+from hub.delivery import ActiveDestination, Deliverer  # noqa: E402
+from hub.records import outbox, tickets, utcnow  # noqa: E402
+from hub.retry import RetryPolicy  # noqa: E402
+from hub.storage import Database  # noqa: E402
+
+CONCURRENCY = 64
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def fill(db: Database, n: int, payload: str) -> None:
+    now = utcnow()
+    async with db.write() as conn:
+        await conn.execute(sa.insert(tickets), [
+            {"id": i, "channel": "website", "source_id": "site", "external_id": f"AS{i}",
+             "type": "refund_only", "status": "new", "priority": "normal",
+             "created_at": now, "updated_at": now} for i in range(1, n + 1)])
+        await conn.execute(sa.insert(outbox), [
+            {"destination_id": "erp", "ticket_id": i, "ordering_key": f"erp:{i}",
+             "event_type": "ticket.created", "idempotency_key": f"msg_erp_{i}_1", "payload": payload,
+             "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
+            for i in range(1, n + 1)])
+
+
+async def run_hub(url: str, n: int, payload: str, target: str) -> float:
+    db = Database(url)
+    await db.migrate()
+    await fill(db, n, payload)
+    cfg = WebhookDestinationConfig(id="erp", kind="webhook", url=target,
+                                   secret=standard_webhooks.new_secret())  # type: ignore[arg-type]
+    active = {"erp": ActiveDestination(WebhookDestination(cfg), RetryPolicy(RetryConfig()),
+                                       asyncio.Semaphore(CONCURRENCY))}
+    deliverer = Deliverer(db, active, batch=256)
+    await deliverer.start()
+    started = time.perf_counter()
+    while await deliverer.run_once():
+        pass
+    elapsed = time.perf_counter() - started
+    await deliverer.close()
+    async with db.read() as conn:
+        delivered = (await conn.execute(sa.select(sa.func.count()).select_from(outbox)
+                                        .where(outbox.c.state == "delivered"))).scalar_one()
+    await db.close()
+    if delivered != n:
+        raise SystemExit(f"only {delivered} of {n} delivered")
+    return elapsed
+
+
+async def run_baseline(n: int, payload: str, target: str) -> float:
+    sem = asyncio.Semaphore(CONCURRENCY)
+    body = payload.encode()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        async def one() -> None:
+            async with sem, http.post(target, data=body) as resp:
+                await resp.read()
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pushes", type=int, default=5000)
+    ap.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_POSTGRES_URL",
+                                                              "postgresql://postgres@127.0.0.1:5432/test"))
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="hub-bench-deliver-"))
+    payload = orjson.dumps({"type": "ticket.created", "data": {"ticket": {"description": "x" * 900}}}).decode()
+    dropdb = None
+    if args.storage == "sqlite":
+        url = f"sqlite+aiosqlite:///{work / 'hub.db'}"
+    else:
+        name = f"hub_bench_{os.getpid()}"
+        admin = sa.make_url(args.postgres_url).set(drivername="postgresql")
+        subprocess.run(["psql", admin.render_as_string(False), "-qc", f'CREATE DATABASE "{name}"'], check=True)
+        url = admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
+        dropdb = (admin.render_as_string(False), name)
+    port = free_port()
+    receiver = subprocess.Popen([sys.executable, str(ROOT / "bench/bare_server.py"), str(port)])
+    target = f"http://127.0.0.1:{port}/hook"
+    try:
+        for _ in range(200):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        base = asyncio.run(run_baseline(args.pushes, payload, target))
+        hub = asyncio.run(run_hub(url, args.pushes, payload, target))
+    finally:
+        receiver.terminate()
+        receiver.wait()
+        if dropdb:
+            subprocess.run(["psql", dropdb[0], "-qc", f'DROP DATABASE "{dropdb[1]}" WITH (FORCE)'], check=True)
+    print(f"{args.pushes} pushes of {len(payload)} bytes, concurrency {CONCURRENCY}, storage {args.storage}")
+    print(f"{'bare aiohttp client (no DB)':34}{args.pushes / base:>9.0f} POSTs/s")
+    print(f"{'hub outbox -> signed push':34}{args.pushes / hub:>9.0f} deliveries/s  (goal on SQLite: >= 3000)")
+    print(f"ratio hub / bare client: {base / hub:.2f}")
+
+
+if __name__ == "__main__":
+    main()
