@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import bench_database, free_port, wait_port  # noqa: E402
 from connectors.webhook.destination import WebhookDestination, WebhookDestinationConfig  # noqa: E402
 from hub import standard_webhooks  # noqa: E402
 from hub.config import RetryConfig  # noqa: E402
@@ -37,12 +37,6 @@ from hub.retry import RetryPolicy  # noqa: E402
 from hub.storage import Database  # noqa: E402
 
 CONCURRENCY = 64
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def fill(db: Database, n: int, payload: str) -> None:
@@ -104,31 +98,17 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hub-bench-deliver-"))
     payload = orjson.dumps({"type": "ticket.created", "data": {"ticket": {"description": "x" * 900}}}).decode()
-    dropdb = None
-    if args.storage == "sqlite":
-        url = f"sqlite+aiosqlite:///{work / 'hub.db'}"
-    else:
-        name = f"hub_bench_{os.getpid()}"
-        admin = sa.make_url(args.postgres_url).set(drivername="postgresql")
-        subprocess.run(["psql", admin.render_as_string(False), "-qc", f'CREATE DATABASE "{name}"'], check=True)
-        url = admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
-        dropdb = (admin.render_as_string(False), name)
     port = free_port()
     receiver = subprocess.Popen([sys.executable, str(ROOT / "bench/bare_server.py"), str(port)])
     target = f"http://127.0.0.1:{port}/hook"
     try:
-        for _ in range(200):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
+        wait_port(port)
         base = asyncio.run(run_baseline(args.pushes, payload, target))
-        hub = asyncio.run(run_hub(url, args.pushes, payload, target))
+        with bench_database(args.storage, work, args.postgres_url) as url:
+            hub = asyncio.run(run_hub(url, args.pushes, payload, target))
     finally:
         receiver.terminate()
         receiver.wait()
-        if dropdb:
-            subprocess.run(["psql", dropdb[0], "-qc", f'DROP DATABASE "{dropdb[1]}" WITH (FORCE)'], check=True)
     print(f"{args.pushes} pushes of {len(payload)} bytes, concurrency {CONCURRENCY}, storage {args.storage}")
     print(f"{'bare aiohttp client (no DB)':34}{args.pushes / base:>9.0f} POSTs/s")
     print(f"{'hub outbox -> signed push':34}{args.pushes / hub:>9.0f} deliveries/s  (goal on SQLite: >= 3000)")

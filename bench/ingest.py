@@ -19,7 +19,6 @@ import base64
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import bench_database, free_port, wait_port  # noqa: E402
 from connectors.website.simulator import WebsiteSimulator  # noqa: E402
 from hub import standard_webhooks  # noqa: E402
 
@@ -62,22 +62,6 @@ function request()
     ["webhook-timestamp"]=ts, ["webhook-signature"]=sig}, body)
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
 
 
 def run_wrk(url: str, script: Path, data: Path, seconds: float, connections: int) -> dict[str, float]:
@@ -148,40 +132,28 @@ def main() -> None:
         bare.wait()
 
     # 2. the hub, durable ingest
-    if args.storage == "sqlite":
-        url = f"sqlite+aiosqlite:///{work / 'hub.db'}"
-        dropdb = None
-    else:
-        import sqlalchemy as sa
-
-        name = f"hub_bench_{os.getpid()}"
-        admin = sa.make_url(args.postgres_url).set(drivername="postgresql")
-        subprocess.run(["psql", admin.render_as_string(False), "-qc", f'CREATE DATABASE "{name}"'], check=True)
-        url = admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
-        dropdb = (admin.render_as_string(False), name)
-    hub_port = free_port()
-    cfg = work / "config.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "server": {"listen": f"127.0.0.1:{hub_port}"},
-        "storage": {"url": url},
-        "security": {"pii_key": base64.b64encode(os.urandom(32)).decode()},
-        "sources": [{"id": "site", "kind": "website", "secret": secret}],
-        "pipeline": {"enabled": False},
-        "logging": {"level": "warning"},
-    }))
-    hub = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(cfg)], cwd=ROOT)
-    try:
-        wait_port(hub_port)
-        time.sleep(0.5)
-        res = run_wrk(f"http://127.0.0.1:{hub_port}/webhooks/site", script, data, args.seconds,
-                      args.connections)
-        rss = peak_rss_mb(hub.pid)
-    finally:
-        hub.terminate()
-        hub.wait(60)
-    stored = asyncio.run(count_raw(url))
-    if dropdb:
-        subprocess.run(["psql", dropdb[0], "-qc", f'DROP DATABASE "{dropdb[1]}" WITH (FORCE)'], check=True)
+    with bench_database(args.storage, work, args.postgres_url) as url:
+        hub_port = free_port()
+        cfg = work / "config.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "server": {"listen": f"127.0.0.1:{hub_port}"},
+            "storage": {"url": url},
+            "security": {"pii_key": base64.b64encode(os.urandom(32)).decode()},
+            "sources": [{"id": "site", "kind": "website", "secret": secret}],
+            "pipeline": {"enabled": False},
+            "logging": {"level": "warning"},
+        }))
+        hub = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(cfg)], cwd=ROOT)
+        try:
+            wait_port(hub_port)
+            time.sleep(0.5)
+            res = run_wrk(f"http://127.0.0.1:{hub_port}/webhooks/site", script, data, args.seconds,
+                          args.connections)
+            rss = peak_rss_mb(hub.pid)
+        finally:
+            hub.terminate()
+            hub.wait(60)
+        stored = asyncio.run(count_raw(url))
 
     acked = res["total"] - res["non2xx"]
     print()

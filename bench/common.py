@@ -1,0 +1,45 @@
+"""Helpers shared by the benchmarks: ports and a throw-away database."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+@contextlib.contextmanager
+def bench_database(storage: str, workdir: Path, postgres_url: str) -> Iterator[str]:
+    """A SQLite file in ``workdir``, or a fresh PostgreSQL database dropped afterwards."""
+    if storage == "sqlite":
+        yield f"sqlite+aiosqlite:///{workdir / 'hub.db'}"
+        return
+    name = f"hub_bench_{os.getpid()}"
+    admin = sa.make_url(postgres_url).set(drivername="postgresql")
+    dsn = admin.render_as_string(False)
+    subprocess.run(["psql", dsn, "-qc", f'CREATE DATABASE "{name}"'], check=True)
+    try:
+        yield admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
+    finally:
+        subprocess.run(["psql", dsn, "-qc", f'DROP DATABASE "{name}" WITH (FORCE)'], check=True)
