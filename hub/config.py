@@ -127,7 +127,7 @@ class TokenConfig(Strict):
 
 
 class SecurityConfig(Strict):
-    pii_key: Annotated[SecretStr, BeforeValidator(lambda v: v)]
+    pii_key: SecretStr
     tokens: list[TokenConfig] = Field(default_factory=list)
 
     @field_validator("pii_key")

@@ -130,6 +130,8 @@ class Hub:
     def _on_delivery(self, dest: str, result: str, seconds: float) -> None:
         self.metrics.deliveries.labels(dest, result).inc()
         self.metrics.delivery_seconds.labels(dest).observe(seconds)
+        health = self.deliverer.destinations[dest].health
+        self.metrics.destination_degraded.labels(dest).set(1 if health.degraded else 0)
 
     def wake_pipeline(self) -> None:
         self._wake_pipeline.set()

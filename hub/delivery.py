@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,10 +45,32 @@ def classify(status: int, body: str, retry_after: str | None) -> None:
 
 
 @dataclass
+class DestinationHealth:
+    """A destination is *degraded* once ``threshold`` attempts in a row failed;
+    one success clears it. Kept per process, shown in /metrics."""
+
+    threshold: int = 5
+    failures_in_a_row: int = 0
+    last_error: str | None = None
+
+    def record(self, result: str, error: str | None = None) -> None:
+        if result == "delivered":
+            self.failures_in_a_row, self.last_error = 0, None
+        else:
+            self.failures_in_a_row += 1
+            self.last_error = error
+
+    @property
+    def degraded(self) -> bool:
+        return self.failures_in_a_row >= self.threshold
+
+
+@dataclass
 class ActiveDestination:
     destination: Destination
     policy: RetryPolicy
     limit: asyncio.Semaphore
+    health: DestinationHealth = field(default_factory=DestinationHealth)
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,7 @@ class Deliverer:
             except (aiohttp.ClientError, TimeoutError, OSError) as err:
                 result = self._retry_or_die(row, active.policy, started, None,
                                             f"{type(err).__name__}: {err}", None, None)
+        active.health.record(result.state, result.error)
         if self.on_result is not None:
             self.on_result(row.destination_id, result.state if result.state != "pending" else "retry",
                            loop.time() - t0)

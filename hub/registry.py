@@ -71,7 +71,7 @@ def _validate(model: Any, item: Any, where: str, doc: YamlDoc, problems: list[Pr
     if type(item) is model:
         return item
     try:
-        return model.model_validate(item.model_dump(exclude_unset=True) | dict(item.model_extra or {}))
+        return model.model_validate(item.model_dump(exclude_unset=True))  # extras included
     except ValidationError as err:
         problems.extend(_pydantic_problems(err, doc, where))
         return item

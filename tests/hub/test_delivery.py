@@ -4,6 +4,7 @@ Retry-After, and per-ticket ordering."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import aiohttp
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from connectors.webhook.receiver import Receiver
 from connectors.website.simulator import WebsiteSimulator
 from hub.config import RetryConfig
 from hub.daemon import Hub
+from hub.delivery import DestinationHealth
 from hub.records import outbox, ticket_events
 from hub.retry import RetryPolicy, parse_retry_after
 from tests.conftest import wait_until
@@ -28,17 +30,22 @@ async def _outbox_rows(hub: Hub) -> list:
         return list((await conn.execute(sa.select(outbox).order_by(outbox.c.id))).all())
 
 
+async def _first_push_when(hub: Hub, state: str) -> Any:
+    """Wait until the first outbox row reaches ``state``; return it."""
+
+    async def reached() -> bool:
+        rows = await _outbox_rows(hub)
+        return bool(rows) and rows[0].state == state
+
+    await wait_until(reached)
+    return (await _outbox_rows(hub))[0]
+
+
 async def test_500_then_200_is_delivered_once_after_backoff(
         hub: Hub, http: aiohttp.ClientSession, website: WebsiteSimulator, receiver: Receiver) -> None:
     receiver.script.append((500, {}, "upstream broke"))
     await _send(http, hub, website, website.request())
-
-    async def delivered() -> bool:
-        rows = await _outbox_rows(hub)
-        return bool(rows) and rows[0].state == "delivered"
-
-    await wait_until(delivered)
-    row = (await _outbox_rows(hub))[0]
+    row = await _first_push_when(hub, "delivered")
     assert row.attempts == 2 and row.last_status == 200
     # The retry came after the backoff (initial 100 ms), not at once.
     assert (row.delivered_at - row.first_attempt_at).total_seconds() >= 0.1
@@ -54,13 +61,7 @@ async def test_400_is_dead_lettered_with_the_response(
         hub: Hub, http: aiohttp.ClientSession, website: WebsiteSimulator, receiver: Receiver) -> None:
     receiver.script.append((400, {}, '{"code": "E_SHOP", "msg": "unknown shop"}'))
     await _send(http, hub, website, website.request())
-
-    async def dead() -> bool:
-        rows = await _outbox_rows(hub)
-        return bool(rows) and rows[0].state == "dead"
-
-    await wait_until(dead)
-    row = (await _outbox_rows(hub))[0]
+    row = await _first_push_when(hub, "dead")
     assert row.attempts == 1 and row.last_status == 400
     assert row.last_response == '{"code": "E_SHOP", "msg": "unknown shop"}'
     assert row.last_error == "HTTP 400"
@@ -74,13 +75,7 @@ async def test_429_with_retry_after_waits(
     await _send(http, hub, website, website.request())
     await receiver.wait_for(1, timeout=15)
     waited = time.monotonic() - started
-
-    async def recorded() -> bool:  # the receiver answers before the hub records it
-        rows = await _outbox_rows(hub)
-        return bool(rows) and rows[0].state == "delivered"
-
-    await wait_until(recorded)
-    row = (await _outbox_rows(hub))[0]
+    row = await _first_push_when(hub, "delivered")  # the receiver answers before the hub records it
     assert row.attempts == 2
     # Backoff alone would retry after ~0.1 s; Retry-After: 2 holds it for 2 s.
     assert waited >= 2.0
@@ -118,3 +113,29 @@ def test_retry_after_parses_seconds_and_http_dates() -> None:
     assert parse_retry_after("30") == 30
     assert abs(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480 - 60) - 60) < 1
     assert parse_retry_after("soon") is None
+
+
+def test_destination_health_degrades_after_repeated_failures_and_recovers() -> None:
+    health = DestinationHealth(threshold=3)
+    for _ in range(2):
+        health.record("pending", "HTTP 503")
+    assert not health.degraded
+    health.record("dead", "HTTP 400")
+    assert health.degraded and health.last_error == "HTTP 400"
+    health.record("delivered")
+    assert not health.degraded and health.failures_in_a_row == 0
+
+
+async def test_metrics_show_a_failing_destination_as_degraded(
+        hub: Hub, http: aiohttp.ClientSession, website: WebsiteSimulator, receiver: Receiver) -> None:
+    receiver.script.extend([(503, {}, "down")] * 5)  # the test config gives up after 5 attempts
+    await _send(http, hub, website, website.request())
+    await _first_push_when(hub, "dead")
+    text = hub.metrics.render().decode()
+    assert 'hub_deliveries_total{destination="hook",result="retry"} 4.0' in text
+    assert 'hub_destination_degraded{destination="hook"} 1.0' in text
+    # The next push goes through: no longer degraded.
+    await _send(http, hub, website, website.request())
+    await receiver.wait_for(1)
+    await wait_until(lambda: 'hub_destination_degraded{destination="hook"} 0.0'
+                     in hub.metrics.render().decode())
