@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -268,6 +269,10 @@ async def run_until_signalled(hub: Hub, ready: Callable[[Hub], Any] | None = Non
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await hub.start()
+    # Move everything built at start-up out of the collector's way: a long-lived
+    # server otherwise re-scans it on every full collection (measurable per request).
+    gc.collect()
+    gc.freeze()
     systemd.notify("READY=1")
     if ready is not None:
         ready(hub)

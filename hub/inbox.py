@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,13 +20,14 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.errors import StorageUnavailable
 from hub.records import raw_events, utcnow
 from hub.storage import Database, storage_errors_as_unavailable
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewRawEvent:
     source_id: str
     dedupe_key: str
@@ -33,7 +35,7 @@ class NewRawEvent:
     headers: dict[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Stored:
     """Outcome of one submission: how many rows were new, how many duplicates."""
 
@@ -55,6 +57,8 @@ class InboxWriter:
         self._task: asyncio.Task[None] | None = None
         self._insert = db.insert_ignoring_duplicates(raw_events)
         self._closing = False
+        # One connection for the writer's lifetime: no pool checkout/reset per batch.
+        self._conn: AsyncConnection | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="inbox-writer")
@@ -75,6 +79,13 @@ class InboxWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._drop_connection()
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def _run(self) -> None:
         while True:
@@ -126,25 +137,41 @@ class InboxWriter:
         return dt
 
     async def _write(self, params: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
-        """Insert, and report which (source, key) pairs were new in this batch."""
-        async with self.db.write() as conn:
-            if self.db.is_sqlite:
-                # The write lock is ours, so rows above the old max id are this batch's.
-                before = (await conn.exec_driver_sql("SELECT max(id) FROM raw_events")).scalar() or 0
-                await conn.exec_driver_sql(_INSERT_SQLITE, params)
-                res = await conn.exec_driver_sql(
-                    "SELECT source_id, dedupe_key FROM raw_events WHERE id > ?", (before,))
-                return {(r[0], r[1]) for r in res}  # type: ignore[misc]
-            # PostgreSQL: one multi-row INSERT … ON CONFLICT DO NOTHING RETURNING.
-            res = await conn.execute(self._insert.returning(raw_events.c.source_id,
-                                                            raw_events.c.dedupe_key),
-                                     [{"source_id": p[0], "dedupe_key": p[1], "received_at": p[2],
-                                       "headers": orjson.loads(p[3]), "body": p[4],
-                                       "state": "pending", "attempts": 0} for p in params])
-            return {(r[0], r[1]) for r in res}
+        """Insert one batch in one statement; return the (source, key) pairs that were new."""
+        async with self.db.write_lock():
+            if self._conn is None:
+                self._conn = await self.db.writer_connection()
+            conn = self._conn
+            try:
+                async with conn.begin():
+                    if self.db.is_sqlite:
+                        new: set[tuple[str, str]] = set()
+                        # Chunks keep each statement under SQLite's bound-variable limit.
+                        for i in range(0, len(params), _SQLITE_ROWS_PER_STATEMENT):
+                            chunk = params[i:i + _SQLITE_ROWS_PER_STATEMENT]
+                            flat = tuple(v for row in chunk for v in row)
+                            res = await conn.exec_driver_sql(_sqlite_insert(len(chunk)), flat)
+                            new.update((r[0], r[1]) for r in res)  # type: ignore[misc]
+                        return new
+                    else:
+                        res = await conn.execute(
+                            self._insert.returning(raw_events.c.source_id, raw_events.c.dedupe_key),
+                            [{"source_id": p[0], "dedupe_key": p[1], "received_at": p[2],
+                              "headers": orjson.loads(p[3]), "body": p[4],
+                              "state": "pending", "attempts": 0} for p in params])
+                    return {(r[0], r[1]) for r in res}  # type: ignore[misc]
+            except BaseException:
+                await self._drop_connection()  # a broken connection is not reused
+                raise
 
 
-_INSERT_SQLITE = (
-    "INSERT INTO raw_events (source_id, dedupe_key, received_at, headers, body, state, attempts) "
-    "VALUES (?, ?, ?, ?, ?, 'pending', 0) ON CONFLICT (source_id, dedupe_key) DO NOTHING"
-)
+_SQLITE_ROWS_PER_STATEMENT = 1000  # 5 variables a row; SQLite allows 32766
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert(rows: int) -> str:
+    """INSERT of ``rows`` rows in one statement, reporting the rows it actually inserted."""
+    values = ", ".join(["(?, ?, ?, ?, ?, 'pending', 0)"] * rows)
+    return ("INSERT INTO raw_events (source_id, dedupe_key, received_at, headers, body, state, attempts) "
+            f"VALUES {values} ON CONFLICT (source_id, dedupe_key) DO NOTHING "
+            "RETURNING source_id, dedupe_key")

@@ -16,14 +16,14 @@ import aiohttp
 from hub.config import DestinationConfig, SourceConfig
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InboundRequest:
     """An HTTP request to ``/webhooks/{source_id}``, framework-free."""
 
     method: str
     path: str
     query: Mapping[str, str]
-    headers: Mapping[str, str]  # lower-case names
+    headers: Mapping[str, str]  # case-insensitive names
     body: bytes
     remote: str | None = None
 

@@ -35,29 +35,36 @@ def build_app(hub: Hub) -> web.Application:
                           middlewares=[_errors_middleware])
     app[HUB_KEY] = hub
     max_body = hub.config.server.max_body_bytes
+    counters: dict[tuple[str, str], Any] = {}
+
+    def counted(source_id: str, result: str) -> Any:
+        """The ingest counter child for (source, result); labels() is too slow per request."""
+        key = (source_id, result)
+        if key not in counters:
+            counters[key] = hub.metrics.ingest.labels(source_id, result)
+        return counters[key]
 
     async def webhook(request: web.Request) -> web.Response:
         source_id = request.match_info["source_id"]
         rt = hub.webhook_sources.get(source_id)
         if rt is None:
-            hub.metrics.ingest.labels("(unknown)", "unknown_source").inc()
+            counted("(unknown)", "unknown_source").inc()
             known = "configured" if hub.config.source(source_id) else "not configured"
             return _error(404, "unknown_source", f"no webhook source {source_id!r} ({known})")
         if hub.draining:
             return _error(503, "shutting_down", "the hub is shutting down; retry shortly",
                           {"Retry-After": "5"})
         if request.content_length is not None and request.content_length > max_body:
-            hub.metrics.ingest.labels(source_id, "too_large").inc()
+            counted(source_id, "too_large").inc()
             return _error(413, PayloadTooLarge.code,
                           f"body of {request.content_length} bytes is over the {max_body}-byte limit")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            hub.metrics.ingest.labels(source_id, "too_large").inc()
+            counted(source_id, "too_large").inc()
             return _error(413, PayloadTooLarge.code, f"body is over the {max_body}-byte limit")
         inbound = InboundRequest(method=request.method, path=request.path, query=request.query,
-                                 headers={k.lower(): v for k, v in request.headers.items()},
-                                 body=body, remote=request.remote)
+                                 headers=request.headers, body=body, remote=request.remote)
         connector, mapping = rt
         try:
             events = connector.receive(inbound)
@@ -65,20 +72,20 @@ def build_app(hub: Hub) -> web.Application:
             raw = [NewRawEvent(source_id, mapping.dedupe_key(event_document(source_id, e.headers, e.document)),
                                hub.cipher.seal_body(e.body), e.headers) for e in events]
         except IngressError as err:
-            hub.metrics.ingest.labels(source_id, err.code).inc()
+            counted(source_id, err.code).inc()
             log.info("webhook refused", source=source_id, status=err.status, reason=str(err))
             return _error(err.status, err.code, str(err))
         except Quarantine as err:
-            hub.metrics.ingest.labels(source_id, "no_dedupe_key").inc()
+            counted(source_id, "no_dedupe_key").inc()
             return _error(400, "bad_payload", str(err))
         try:
             stored = await hub.inbox.submit(raw)
         except StorageUnavailable as err:
-            hub.metrics.ingest.labels(source_id, "unavailable").inc()
+            counted(source_id, "unavailable").inc()
             log.error("inbox write failed", source=source_id, error=str(err))
             return _error(503, "storage_unavailable", "events not stored; retry later",
                           {"Retry-After": "5"})
-        hub.metrics.ingest.labels(source_id, "accepted" if stored.stored else "duplicate").inc()
+        counted(source_id, "accepted" if stored.stored else "duplicate").inc()
         hub.wake_pipeline()
         reply = connector.acknowledge(stored.stored, stored.duplicates)
         return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)

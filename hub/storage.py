@@ -68,11 +68,21 @@ class Database:
             immediate = conn.get_execution_options().get("hub_write", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
+    def write_lock(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Held around every write transaction on SQLite (one writer per file)."""
+        return self._write_lock or contextlib.nullcontext()
+
+    async def writer_connection(self) -> AsyncConnection:
+        """A connection kept open by a hot writer (the inbox) across transactions."""
+        conn = await self.engine.connect()
+        if self.is_sqlite:
+            conn = await conn.execution_options(hub_write=True)
+        return conn
+
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction; commits on success, rolls back on error."""
-        lock = self._write_lock or contextlib.nullcontext()
-        async with lock:
+        async with self.write_lock():
             async with self.engine.connect() as conn:
                 if self.is_sqlite:
                     conn = await conn.execution_options(hub_write=True)
