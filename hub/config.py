@@ -225,6 +225,10 @@ class PipelineConfig(Strict):
 
 
 class DeliveryConfig(Strict):
+    # Workers claim and record side by side, so one's database round-trip
+    # overlaps another's pushes; ordering per ticket holds (claims take only the
+    # oldest pending push of each ticket and destination).
+    workers: int = Field(default=2, ge=1, le=16)
     batch: int = Field(default=256, gt=0)
     tick: Duration = 1.0
     lease: Duration = 60.0

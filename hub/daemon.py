@@ -84,6 +84,7 @@ class Hub:
         self._wake_delivery = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self._gauges_lock = asyncio.Lock()  # stop() waits for a refresh in flight
         self.port: int | None = None
 
     # ------------------------------------------------------------ wiring
@@ -149,7 +150,8 @@ class Hub:
         await self.deliverer.start()
         self._tasks = [
             asyncio.create_task(self._loop("delivery", self.deliverer.run_once, self._wake_delivery),
-                                name="delivery"),
+                                name=f"delivery-{i}")
+            for i in range(self.config.delivery.workers)
         ]
         if self.config.pipeline.enabled:
             self._tasks.append(asyncio.create_task(
@@ -195,7 +197,8 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.deliverer.close()
-        await self.db.close()
+        async with self._gauges_lock:
+            await self.db.close()
         log.info("hub stopped")
 
     async def _loop(self, name: str, step: Callable[[], Awaitable[int]], wake: asyncio.Event,
@@ -242,6 +245,12 @@ class Hub:
         return problems
 
     async def refresh_gauges(self) -> None:
+        if self.draining:
+            return
+        async with self._gauges_lock:
+            await self._refresh_gauges()
+
+    async def _refresh_gauges(self) -> None:
         try:
             async with self.db.read() as conn:
                 inbox = (await conn.execute(sa.select(raw_events.c.state, sa.func.count())
