@@ -23,7 +23,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.errors import StorageUnavailable
-from hub.records import raw_events, utcnow
+from hub.records import utcnow
 from hub.storage import Database, storage_errors_as_unavailable
 
 
@@ -55,7 +55,6 @@ class InboxWriter:
         self.on_commit = on_commit  # (rows, seconds) → metrics; wakes the pipeline
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._insert = db.insert_ignoring_duplicates(raw_events)
         self._closing = False
         # One connection for the writer's lifetime: no pool checkout/reset per batch.
         self._conn: AsyncConnection | None = None
@@ -144,34 +143,30 @@ class InboxWriter:
             conn = self._conn
             try:
                 async with conn.begin():
-                    if self.db.is_sqlite:
-                        new: set[tuple[str, str]] = set()
-                        # Chunks keep each statement under SQLite's bound-variable limit.
-                        for i in range(0, len(params), _SQLITE_ROWS_PER_STATEMENT):
-                            chunk = params[i:i + _SQLITE_ROWS_PER_STATEMENT]
-                            flat = tuple(v for row in chunk for v in row)
-                            res = await conn.exec_driver_sql(_sqlite_insert(len(chunk)), flat)
-                            new.update((r[0], r[1]) for r in res)  # type: ignore[misc]
-                        return new
-                    else:
-                        res = await conn.execute(
-                            self._insert.returning(raw_events.c.source_id, raw_events.c.dedupe_key),
-                            [{"source_id": p[0], "dedupe_key": p[1], "received_at": p[2],
-                              "headers": orjson.loads(p[3]), "body": p[4],
-                              "state": "pending", "attempts": 0} for p in params])
-                    return {(r[0], r[1]) for r in res}  # type: ignore[misc]
+                    new: set[tuple[str, str]] = set()
+                    # Chunks keep each statement under the bound-parameter limit.
+                    for i in range(0, len(params), _ROWS_PER_STATEMENT):
+                        chunk = params[i:i + _ROWS_PER_STATEMENT]
+                        flat = tuple(v for row in chunk for v in row)
+                        res = await conn.exec_driver_sql(_insert_sql(self.db.dialect, len(chunk)), flat)
+                        new.update((r[0], r[1]) for r in res)  # type: ignore[misc]
+                    return new
             except BaseException:
                 await self._drop_connection()  # a broken connection is not reused
                 raise
 
 
-_SQLITE_ROWS_PER_STATEMENT = 1000  # 5 variables a row; SQLite allows 32766
+_ROWS_PER_STATEMENT = 1000  # 5 parameters a row; SQLite allows 32766, PostgreSQL 32767
 
 
-@functools.lru_cache(maxsize=64)
-def _sqlite_insert(rows: int) -> str:
+@functools.lru_cache(maxsize=128)
+def _insert_sql(dialect: str, rows: int) -> str:
     """INSERT of ``rows`` rows in one statement, reporting the rows it actually inserted."""
-    values = ", ".join(["(?, ?, ?, ?, ?, 'pending', 0)"] * rows)
+    if dialect == "sqlite":
+        values = ", ".join(["(?, ?, ?, ?, ?, 'pending', 0)"] * rows)
+    else:  # asyncpg: numbered parameters; headers arrive as JSON text
+        values = ", ".join(f"(${5 * r + 1}, ${5 * r + 2}, ${5 * r + 3}, ${5 * r + 4}::json, ${5 * r + 5}, "
+                           "'pending', 0)" for r in range(rows))
     return ("INSERT INTO raw_events (source_id, dedupe_key, received_at, headers, body, state, attempts) "
             f"VALUES {values} ON CONFLICT (source_id, dedupe_key) DO NOTHING "
             "RETURNING source_id, dedupe_key")

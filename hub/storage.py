@@ -17,7 +17,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from hub.errors import StorageUnavailable
@@ -94,12 +93,6 @@ class Database:
         async with self.engine.connect() as conn:
             async with conn.begin():
                 yield conn
-
-    def insert_ignoring_duplicates(self, table: sa.Table) -> Any:
-        """INSERT … ON CONFLICT DO NOTHING, in this database's dialect."""
-        if self.is_sqlite:
-            return sqlite.insert(table).on_conflict_do_nothing()
-        return postgresql.insert(table).on_conflict_do_nothing()
 
     def for_update_skip_locked(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         """Row claims: SKIP LOCKED on PostgreSQL; SQLite's single writer needs none."""
