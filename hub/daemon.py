@@ -248,7 +248,12 @@ class Hub:
         if self.draining:
             return
         async with self._gauges_lock:
-            await self._refresh_gauges()
+            try:
+                await self._refresh_gauges()
+            except asyncio.CancelledError:
+                # APScheduler cancels a running job when it shuts down (we are
+                # stopping); the gauges simply keep their last values.
+                return
 
     async def _refresh_gauges(self) -> None:
         try:
