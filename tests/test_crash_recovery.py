@@ -116,3 +116,56 @@ async def test_sigkill_after_ack_loses_nothing_and_doubles_nothing(
     finally:
         await db.close()
     assert (tickets, delivered, pending) == (N, N, 0)
+
+
+async def test_sigterm_drains_every_acknowledged_request_and_exits_0(
+        tmp_path: Path, pii_key: str, site_secret: str) -> None:
+    port = _free_port()
+    db_path = tmp_path / "hub.db"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "server": {"listen": f"127.0.0.1:{port}"},
+        "storage": {"url": f"sqlite+aiosqlite:///{db_path}"},
+        "security": {"pii_key": pii_key},
+        "sources": [{"id": "site", "kind": "website", "secret": site_secret}],
+        "logging": {"level": "warning"},
+    }))
+    log = tmp_path / "hub.log"
+    website = WebsiteSimulator(secret=site_secret, seed=5)
+    signed = [website.sign(website.request()) for _ in range(300)]
+    proc = _start(config, log)
+    async with aiohttp.ClientSession() as http:
+        await _wait_healthy(http, port, proc)
+
+        answered = 0
+        halfway = asyncio.Event()
+
+        async def send(body: bytes, headers: dict[str, str]) -> int:
+            nonlocal answered
+            try:
+                async with http.post(f"http://127.0.0.1:{port}/webhooks/site", data=body,
+                                     headers=headers) as r:
+                    return r.status
+            except aiohttp.ClientError:
+                return 0  # the listener had already closed: not acknowledged
+            finally:
+                answered += 1
+                if answered == 100:
+                    halfway.set()
+
+        sends = [asyncio.create_task(send(b, h)) for b, h in signed]
+        await halfway.wait()
+        proc.send_signal(signal.SIGTERM)  # mid-burst: about 200 requests still open
+        statuses = await asyncio.gather(*sends)
+    assert proc.wait(30) == 0, log.read_text()[-3000:]
+    assert set(statuses) <= {200, 503, 0}
+    acknowledged = statuses.count(200)
+    assert acknowledged >= 100
+    db = Database(f"sqlite+aiosqlite:///{db_path}")
+    try:
+        async with db.read() as conn:
+            stored = (await conn.execute(sa.text("SELECT count(*) FROM raw_events"))).scalar_one()
+    finally:
+        await db.close()
+    assert stored >= acknowledged  # every 200 is on disk
+    assert stored <= len(signed)
