@@ -83,7 +83,7 @@ def parse_body(text: str) -> Any:
 class Pipeline:
     def __init__(self, db: Database, cipher: PiiCipher, sources: dict[str, SourceRuntime],
                  destinations: dict[str, DestinationRuntime], rules: list[SyncRule], *,
-                 batch: int = 100, parse: Callable[[str, str], Any] | None = None,
+                 batch: int = 100,
                  on_result: Callable[[str, str], None] | None = None):
         self.db = db
         self.cipher = cipher
@@ -91,7 +91,6 @@ class Pipeline:
         self.destinations = destinations
         self.rules = rules
         self.batch = batch
-        self._parse = parse  # (source_id, body) → document; defaults to JSON
         self.on_result = on_result  # (source_id, "done"|"quarantined"|"retry") → metrics
 
     async def run_once(self) -> int:
@@ -113,7 +112,7 @@ class Pipeline:
             if rt is None:
                 raise Quarantine(f"source {row.source_id!r} is not configured")
             text = self.cipher.open_body(row.body)
-            body = self._parse(row.source_id, text) if self._parse else parse_body(text)
+            body = parse_body(text)
             normalized = rt.mapping.apply(event_document(row.source_id, row.headers, body))
         except Quarantine as q:
             await self._settle(conn, row.id, "quarantined", now, reason=str(q),
