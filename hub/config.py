@@ -151,6 +151,44 @@ class SourceConfig(BaseModel):
         return self.mapping or self.kind
 
 
+class QuotaConfig(Strict):
+    """The platform's call quota for this app: a token bucket refilled at
+    ``calls_per_second`` holding up to ``burst`` calls."""
+
+    calls_per_second: float = Field(default=10.0, gt=0)
+    burst: int = Field(default=10, ge=1)
+
+
+class CircuitConfig(Strict):
+    """Stop calling a platform that keeps failing; try one call after ``cooldown``."""
+
+    failures: int = Field(default=5, ge=1)
+    cooldown: Duration = 60.0
+    max_cooldown: Duration = 900.0
+
+
+class PolledSourceConfig(SourceConfig):
+    """Fields every polled source has (Taobao, JD): cadence, window, quota, circuit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    poll_every: Duration = 60.0
+    # Each poll re-reads this much before the last committed high-water mark,
+    # catching records the platform indexed late; duplicates are dropped by key.
+    overlap: Duration = 300.0
+    # The window ends this far before now, so records still being written are
+    # read next time rather than half-seen now.
+    lag: Duration = 5.0
+    # The longest window one query covers; a long backlog is read window by window.
+    max_window: Duration = 86400.0
+    # Where the first poll starts, counted back from now.
+    initial_lookback: Duration = 86400.0
+    page_size: int = Field(default=100, ge=1)
+    timeout: Duration = 15.0
+    quota: QuotaConfig = QuotaConfig()
+    circuit: CircuitConfig = CircuitConfig()
+
+
 class RetryConfig(Strict):
     """Backoff of a failing push: exponential from ``initial`` with jitter,
     capped at ``max_delay``; dead-lettered after ``give_up_after`` or

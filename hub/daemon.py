@@ -32,6 +32,7 @@ from hub.mapping import InboundMapping, MappingSet
 from hub.metrics import Metrics
 from hub.pii import PiiCipher
 from hub.pipeline import DestinationRuntime, Pipeline, SourceRuntime
+from hub.polling import PollRunner, process_owner
 from hub.records import outbox, raw_events
 from hub.registry import Registry
 from hub.retry import RetryPolicy
@@ -78,6 +79,8 @@ class Hub:
         self.cipher = PiiCipher(base64.b64decode(config.security.pii_key.get_secret_value()))
         self.draining = False
         self.webhook_sources: dict[str, tuple[WebhookSource, InboundMapping]] = {}
+        self.pollers: dict[str, PollRunner] = {}
+        self.owner = process_owner()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._wake_pipeline = asyncio.Event()
@@ -106,6 +109,10 @@ class Hub:
             kind = self.registry.sources[s.kind]
             if kind.webhook is not None:
                 self.webhook_sources[s.id] = (kind.webhook(s), rt.mapping)
+            if kind.poller is not None:
+                self.pollers[s.id] = PollRunner(self.db, self.cipher, kind.poller(s), rt.mapping,
+                                                owner=self.owner, metrics=self.metrics,
+                                                on_stored=lambda _n: self.wake_pipeline())
         dests: dict[str, DestinationRuntime] = {}
         active: dict[str, ActiveDestination] = {}
         for d in self.config.destinations:
@@ -157,6 +164,8 @@ class Hub:
             self._tasks.append(asyncio.create_task(
                 self._loop("pipeline", self.pipeline.run_once, self._wake_pipeline,
                            after=self._wake_delivery.set), name="pipeline"))
+        for runner in self.pollers.values():
+            runner.start()
         self.scheduler.add_job(self._wake_pipeline.set, "interval", seconds=self.config.pipeline.tick,
                                id="pipeline-tick", coalesce=True, max_instances=1)
         self.scheduler.add_job(self._wake_delivery.set, "interval", seconds=self.config.delivery.tick,
@@ -178,7 +187,7 @@ class Hub:
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
         log.info("hub started", listen=f"{self.config.server.host}:{self.port}",
-                 sources=sorted(self.pipeline.sources), destinations=sorted(self.deliverer.destinations),
+                 sources=sorted(self.pipeline.sources), polling=sorted(self.pollers), destinations=sorted(self.deliverer.destinations),
                  storage=self.db.dialect)
 
     async def stop(self) -> None:
@@ -189,6 +198,8 @@ class Hub:
         if self._runner is not None:
             await self._runner.cleanup()  # stops listening, waits for in-flight requests
             self._runner = None
+        for runner in self.pollers.values():
+            await runner.stop()
         await self.inbox.close()
         self._stopping.set()
         self._wake_pipeline.set()

@@ -107,3 +107,33 @@ class Retryable(DeliveryError):
 
 class Permanent(DeliveryError):
     """Retrying cannot help (the receiver rejected the request itself)."""
+
+
+class SourceError(HubError):
+    """A platform API call failed; what the poller does next depends on the subclass.
+
+    ``message`` is what the operator sees as the source's last error, so it
+    carries the platform's own code and text.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SourceThrottled(SourceError):
+    """Over the platform's call quota: wait (``retry_after``), then carry on."""
+
+
+class SourceAuthError(SourceError):
+    """Credentials refused (expired session, bad app key, bad signature):
+    retrying at once cannot help, so the circuit opens and the source shows
+    unhealthy until a trial call succeeds."""
+
+
+class SourceTransient(SourceError):
+    """A server-side or network failure that a later attempt may not meet."""
+
+
+class SourceRejected(SourceError):
+    """The platform refused this particular request (a business error)."""

@@ -103,14 +103,7 @@ class InboxWriter:
                 return
 
     async def _commit(self, batch: list[_Item]) -> None:
-        # Hot path: rows go to the driver's executemany already rendered
-        # (timestamp, JSON text), skipping per-row type processing (DESIGN §3).
-        received_at = self._render_time(utcnow())
-        params: list[tuple[Any, ...]] = []
-        for events, _ in batch:
-            for e in events:
-                params.append((e.source_id, e.dedupe_key, received_at,
-                               orjson.dumps(e.headers).decode(), e.body))
+        params = render_rows(self.db, [e for events, _ in batch for e in events], utcnow())
         started = time.perf_counter()
         try:
             new_keys = await self._write(params) if params else set()
@@ -129,12 +122,6 @@ class InboxWriter:
         if self.on_commit is not None and params:
             self.on_commit(len(new_keys), elapsed)
 
-    def _render_time(self, dt: datetime) -> Any:
-        # What records.UTCDateTime + the dialect would bind: naive UTC text on SQLite.
-        if self.db.is_sqlite:
-            return dt.replace(tzinfo=None).isoformat(sep=" ")
-        return dt
-
     async def _write(self, params: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
         """Insert one batch in one statement; return the (source, key) pairs that were new."""
         async with self.db.write_lock():
@@ -143,17 +130,33 @@ class InboxWriter:
             conn = self._conn
             try:
                 async with conn.begin():
-                    new: set[tuple[str, str]] = set()
-                    # Chunks keep each statement under the bound-parameter limit.
-                    for i in range(0, len(params), _ROWS_PER_STATEMENT):
-                        chunk = params[i:i + _ROWS_PER_STATEMENT]
-                        flat = tuple(v for row in chunk for v in row)
-                        res = await conn.exec_driver_sql(_insert_sql(self.db.dialect, len(chunk)), flat)
-                        new.update((r[0], r[1]) for r in res)  # type: ignore[misc]
-                    return new
+                    return await insert_rows(conn, self.db.dialect, params)
             except BaseException:
                 await self._drop_connection()  # a broken connection is not reused
                 raise
+
+
+def render_rows(db: Database, events: list[NewRawEvent], now: datetime) -> list[tuple[Any, ...]]:
+    """Rows as the driver takes them: timestamp and JSON already rendered, so the
+    hot path skips per-row type processing (DESIGN §3)."""
+    # What records.UTCDateTime + the dialect would bind: naive UTC text on SQLite.
+    received_at: Any = now.replace(tzinfo=None).isoformat(sep=" ") if db.is_sqlite else now
+    return [(e.source_id, e.dedupe_key, received_at, orjson.dumps(e.headers).decode(), e.body)
+            for e in events]
+
+
+async def insert_rows(conn: AsyncConnection, dialect: str,
+                      params: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+    """Insert rendered rows in the caller's transaction, skipping ones already
+    there; return the (source, dedupe key) pairs that were new."""
+    new: set[tuple[str, str]] = set()
+    # Chunks keep each statement under the bound-parameter limit.
+    for i in range(0, len(params), _ROWS_PER_STATEMENT):
+        chunk = params[i:i + _ROWS_PER_STATEMENT]
+        flat = tuple(v for row in chunk for v in row)
+        res = await conn.exec_driver_sql(_insert_sql(dialect, len(chunk)), flat)
+        new.update((r[0], r[1]) for r in res)  # type: ignore[misc]
+    return new
 
 
 _ROWS_PER_STATEMENT = 1000  # 5 parameters a row; SQLite allows 32766, PostgreSQL 32767

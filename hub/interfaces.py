@@ -7,13 +7,15 @@ A connector package exposes a :class:`ConnectorSpec` through the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import aiohttp
 
 from hub.config import DestinationConfig, SourceConfig
+from hub.quota import TokenBucket
 
 
 @dataclass(slots=True)
@@ -58,6 +60,43 @@ class WebhookSource(Protocol):
         ...
 
 
+@dataclass
+class PollBatch:
+    """Events one poll step found, and the cursor that is true once they are stored.
+
+    The runner commits ``events`` and ``cursor`` in one transaction, so a
+    restart resumes exactly after the last batch on disk. ``after_commit``
+    runs once they are (e.g. confirming platform messages, which the platform
+    would otherwise redeliver). ``watermark`` is how far the source has now
+    been read (a window's end), for the lag the admin sees.
+    """
+
+    events: list[InboundEvent]
+    cursor: Any
+    after_commit: Callable[[], Awaitable[None]] | None = None
+    watermark: datetime | None = None
+
+
+class PollStream(Protocol):
+    """One thing a polled source reads on its own cadence (a list window, a message queue)."""
+
+    name: str
+    interval: float
+
+    def poll(self, cursor: Any) -> AsyncIterator[PollBatch]:
+        """Read from ``cursor`` (None the first time) to the end; raise SourceError on failure."""
+        ...
+
+
+class PollingSource(Protocol):
+    config: SourceConfig
+    quota: TokenBucket  # every call of every stream takes a token
+
+    def streams(self) -> list[PollStream]: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Push:
     outbox_id: int
@@ -87,6 +126,7 @@ class SourceKind:
     kind: str
     config_model: type[SourceConfig] = SourceConfig
     webhook: Callable[[Any], WebhookSource] | None = None
+    poller: Callable[[Any], PollingSource] | None = None
     available: bool = True
     summary: str = ""
 

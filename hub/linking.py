@@ -82,7 +82,9 @@ async def link_customer(conn: AsyncConnection, cipher: PiiCipher, fields: dict[s
         for loser in sorted(set(strong) - {customer_id}):
             merges.append(await merge_customers(conn, customer_id, loser,
                                                 f"same {strong[loser]}", now, raw_event_id))
-    elif len(weak) == 1:
+    elif len(weak) == 1 and all(k in WEAK_KINDS for k, _ in pairs):
+        # A nickname alone may find a customer; beside a strong identity no one
+        # has seen yet it is someone else with the same (often masked) nick.
         customer_id = next(iter(weak))
     else:
         res = await conn.execute(sa.insert(customers).values(created_at=now, updated_at=now)

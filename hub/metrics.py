@@ -30,6 +30,18 @@ class Metrics:
         self.destination_degraded = Gauge(
             "hub_destination_degraded", "1 when the destination's recent pushes keep failing",
             ["destination"], registry=r)
+        self.source_healthy = Gauge("hub_source_healthy", "1 while the polled source's calls succeed",
+                                    ["source"], registry=r)
+        self.source_circuit_open = Gauge("hub_source_circuit_open",
+                                         "1 while the source's circuit breaker stops calls", ["source"],
+                                         registry=r)
+        self.source_lag = Gauge("hub_source_lag_seconds", "How far behind now the source has been read",
+                                ["source"], registry=r)
+        self.source_last_success = Gauge("hub_source_last_success_timestamp_seconds",
+                                         "When the source's last poll succeeded", ["source"], registry=r)
+        self.source_errors = Counter("hub_source_errors_total",
+                                     "Platform call failures by source and kind (throttled, auth, failure)",
+                                     ["source", "kind"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -216,6 +216,39 @@ class AuditLog(SQLModel, table=True):
     at: datetime | None = _ts(nullable=False)
 
 
+class SourceState(SQLModel, table=True):
+    """A polled source's lease and health, readable by every hub process.
+
+    Exactly one process polls a source at a time: it holds the lease until
+    ``lease_until`` and renews it with every page it commits (DESIGN §9).
+    """
+
+    __tablename__ = "source_state"
+
+    source_id: str = Field(primary_key=True)
+    lease_owner: str | None = None
+    lease_until: datetime | None = _ts()
+    healthy: bool = True
+    circuit: str = "closed"  # closed | open | half_open
+    last_success_at: datetime | None = _ts()
+    last_error: str | None = None
+    last_error_at: datetime | None = _ts()
+    # How far behind now the committed cursor is (seconds), as of the last poll.
+    lag_seconds: float | None = None
+    updated_at: datetime | None = _ts(nullable=False)
+
+
+class SourceCursor(SQLModel, table=True):
+    """Where a poll stream has got to, committed with the raw events it produced."""
+
+    __tablename__ = "source_cursors"
+
+    source_id: str = Field(primary_key=True)
+    stream: str = Field(primary_key=True)
+    cursor: Any = _json(nullable=False)
+    updated_at: datetime | None = _ts(nullable=False)
+
+
 metadata = SQLModel.metadata
 raw_events = RawEvent.__table__  # type: ignore[attr-defined]
 outbox = Outbox.__table__  # type: ignore[attr-defined]
@@ -226,3 +259,5 @@ customers = Customer.__table__  # type: ignore[attr-defined]
 identities = CustomerIdentity.__table__  # type: ignore[attr-defined]
 customer_merges = CustomerMerge.__table__  # type: ignore[attr-defined]
 audit_log = AuditLog.__table__  # type: ignore[attr-defined]
+source_state = SourceState.__table__  # type: ignore[attr-defined]
+source_cursors = SourceCursor.__table__  # type: ignore[attr-defined]

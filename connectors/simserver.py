@@ -1,0 +1,69 @@
+"""What the platform simulators share: a local aiohttp server, the platform's
+call quota as the platform enforces it, and a switch to refuse credentials.
+
+Each simulator (``connectors/<channel>/simulator.py``) adds its own routes,
+signing rules, error bodies and store; this is only the plumbing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class PlatformQuota:
+    """Calls allowed per second per app, counted the way a gateway counts: a
+    token bucket; ``inject(n)`` makes the next ``n`` calls fail as over-quota."""
+
+    calls_per_second: float = 1000.0
+    burst: int = 1000
+    injected: int = 0
+    refused: int = 0
+    _tokens: float = field(default=0.0, init=False)
+    _updated: float = field(default_factory=time.monotonic, init=False)
+
+    def __post_init__(self) -> None:
+        self._tokens = float(self.burst)
+
+    def inject(self, calls: int) -> None:
+        self.injected += calls
+
+    def take(self) -> float | None:
+        """None if the call may go; else how many seconds the caller is banned for."""
+        if self.injected > 0:
+            self.injected -= 1
+            self.refused += 1
+            return 1.0
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.calls_per_second)
+        self._updated = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return None
+        self.refused += 1
+        return max(1.0, (1 - self._tokens) / self.calls_per_second)
+
+
+class SimServer:
+    """Start/stop a simulator's aiohttp app on a local port."""
+
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    def build_app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self, port: int = 0) -> None:
+        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,161 @@
+"""A Taobao Open Platform (TOP) API client: signing, envelopes, error codes.
+
+References (see also shared/PLATFORMS.md §1):
+- "API调用方法详解", open.taobao.com docId=101617 (mirrors at
+  api.1688.com/doc2/detail.htm?articleId=101617 and open.alitrip.com):
+  gateway, common parameters, the signing algorithm and its worked example
+  (our test vector V1).
+- The official Java SDK's ``TaobaoUtils.signTopRequest`` (empty values are
+  not signed) and the classic Python SDK ``top/api/base.py``.
+- Error codes: the old official 错误码 page (codes below 100), and
+  ``sempr/taobaopy`` for the isp.* sub-codes worth retrying.
+
+A call is a form POST of the common parameters (``method``, ``app_key``,
+``session``, ``timestamp`` in Beijing time, ``v=2.0``, ``format=json``,
+``sign_method``) plus the API's own, signed with the app secret. The answer
+is ``{"<method>_response": {...}}`` or ``{"error_response": {code, msg,
+sub_code, sub_msg}}``, sorted here into the hub's source errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import httpx
+import orjson
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from connectors.window_poll import platform_time
+from hub.errors import SourceAuthError, SourceRejected, SourceThrottled, SourceTransient
+from hub.quota import TokenBucket
+from hub.records import utcnow
+
+SIGN_METHODS = ("md5", "hmac", "hmac-sha256")
+
+# Codes below 100 are the platform's own (PLATFORMS.md §1.3).
+THROTTLE_CODES = {4, 5, 6, 7, 8}           # user/session/partner/app call limits, frequency
+AUTH_CODES = {11, 12, 13, 24, 25, 26, 27, 28, 29}  # permissions, signature, session, app key
+TRANSIENT_CODES = {3, 10}                  # upload failed, service currently unavailable
+THROTTLE_SUB_CODES = ("accesscontrol.limited-by",)
+AUTH_SUB_CODES = ("invalid-sessionkey", "session-expired", "invalid-session", "sessionkey-not-exist")
+_BAN = re.compile(r"(\d+)\s*more\s*seconds?", re.IGNORECASE)
+
+
+def sign_string(params: Mapping[str, Any]) -> str:
+    """Sorted name+value pairs, no separators; ``sign`` and empty values left out."""
+    return "".join(f"{k}{params[k]}" for k in sorted(params)
+                   if k != "sign" and params[k] is not None and params[k] != "")
+
+
+def sign(params: Mapping[str, Any], secret: str, method: str = "md5") -> str:
+    """The TOP signature of ``params``: upper-case hex (md5/hmac 32, hmac-sha256 64 chars)."""
+    text = sign_string(params).encode()
+    key = secret.encode()
+    if method == "md5":
+        digest = hashlib.md5(key + text + key).hexdigest()
+    elif method == "hmac":
+        digest = hmac.new(key, text, hashlib.md5).hexdigest()
+    elif method == "hmac-sha256":
+        digest = hmac.new(key, text, hashlib.sha256).hexdigest()
+    else:
+        raise ValueError(f"unknown sign_method {method!r}; expected one of {', '.join(SIGN_METHODS)}")
+    return digest.upper()
+
+
+def response_key(method: str) -> str:
+    """``taobao.refunds.receive.get`` → ``refunds_receive_get_response``."""
+    name = method[len("taobao."):] if method.startswith("taobao.") else method
+    return name.replace(".", "_") + "_response"
+
+
+def classify_error(err: Mapping[str, Any]) -> Exception:
+    """An ``error_response`` → the hub's source error, carrying the platform's words."""
+    code = int(err.get("code") or 0)
+    sub_code = str(err.get("sub_code") or "")
+    text = f"TOP error {code} {err.get('msg', '')}".strip()
+    if sub_code or err.get("sub_msg"):
+        text += f" ({sub_code}: {err.get('sub_msg', '')})"
+    if code in THROTTLE_CODES or sub_code.startswith(THROTTLE_SUB_CODES):
+        m = _BAN.search(f"{err.get('msg', '')} {err.get('sub_msg', '')}")
+        return SourceThrottled(text, retry_after=float(m.group(1)) if m else 1.0)
+    if code in AUTH_CODES or any(s in sub_code for s in AUTH_SUB_CODES):
+        return SourceAuthError(text)
+    if code in TRANSIENT_CODES or sub_code.startswith("isp."):
+        return SourceTransient(text)
+    return SourceRejected(text)
+
+
+class TopClient:
+    def __init__(self, url: str, app_key: str, app_secret: str, session: str | None, *,
+                 sign_method: str = "hmac-sha256", quota: TokenBucket | None = None,
+                 timeout: float = 15.0, attempts: int = 3):
+        if sign_method not in SIGN_METHODS:
+            raise ValueError(f"unknown sign_method {sign_method!r}")
+        self.url = url
+        self.app_key = app_key
+        self.app_secret = app_secret
+        self.session = session
+        self.sign_method = sign_method
+        self.quota = quota
+        self.attempts = attempts
+        self.http = httpx.AsyncClient(timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def signed_params(self, method: str, params: Mapping[str, Any],
+                      now: datetime | None = None) -> dict[str, str]:
+        form: dict[str, str] = {
+            "method": method, "app_key": self.app_key, "timestamp": platform_time(now or utcnow()),
+            "v": "2.0", "format": "json", "sign_method": self.sign_method,
+        }
+        if self.session:
+            form["session"] = self.session
+        for k, v in params.items():
+            if v is None:
+                continue
+            form[k] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+        form["sign"] = sign(form, self.app_secret, self.sign_method)
+        return form
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Call ``method``; the inner response object, or a SourceError.
+
+        Server-side hiccups (isp.*, 5xx, network) are retried a few times
+        with backoff; throttling and refused credentials go straight to the
+        caller, who knows whether to wait or to stop.
+        """
+        async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(SourceTransient), stop=stop_after_attempt(self.attempts),
+                wait=wait_exponential(multiplier=0.2, max=2), reraise=True):
+            with attempt:
+                return await self._call_once(method, params)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _call_once(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        if self.quota is not None:
+            await self.quota.acquire()
+        form = self.signed_params(method, params)
+        try:
+            resp = await self.http.post(self.url, data=form)
+        except httpx.HTTPError as err:
+            raise SourceTransient(f"TOP {method}: {type(err).__name__}: {err}") from None
+        if resp.status_code >= 500:
+            raise SourceTransient(f"TOP {method}: HTTP {resp.status_code}")
+        try:
+            doc = orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            raise SourceTransient(f"TOP {method}: HTTP {resp.status_code}, body is not JSON") from None
+        if not isinstance(doc, dict):
+            raise SourceTransient(f"TOP {method}: unexpected body")
+        if "error_response" in doc:
+            raise classify_error(doc["error_response"])
+        inner = doc.get(response_key(method))
+        if not isinstance(inner, dict):
+            raise SourceTransient(f"TOP {method}: no {response_key(method)} in the answer")
+        return inner

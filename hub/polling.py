@@ -1,0 +1,339 @@
+"""Running polled sources: lease, quota, circuit breaker, cursor, health.
+
+A connector says *what* to read (its :class:`~hub.interfaces.PollStream`s
+yield batches of events with the cursor that holds once they are stored);
+this module says *how*: one process at a time per source (a lease row in
+``source_state``), each batch's raw events and cursor committed in one
+transaction (a crash resumes from the last batch on disk, never skipping and
+never doubling an effect), platform errors sorted into wait (throttled),
+open the circuit (credentials refused) or count a failure (transient), and
+the source's health kept where ``/metrics``, the admin API and ``hub
+sources`` read it. One failing source never stops another: each runs in its
+own tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hub.circuit import CircuitBreaker, CircuitState
+from hub.config import PolledSourceConfig
+from hub.errors import (
+    Quarantine,
+    SourceAuthError,
+    SourceError,
+    SourceRejected,
+    SourceThrottled,
+    SourceTransient,
+)
+from hub.inbox import NewRawEvent, insert_rows, render_rows
+from hub.interfaces import PollBatch, PollingSource, PollStream
+from hub.mapping import InboundMapping
+from hub.metrics import Metrics
+from hub.pii import PiiCipher
+from hub.pipeline import event_document
+from hub.records import source_cursors, source_state, utcnow
+from hub.storage import UNAVAILABLE, Database
+
+log = structlog.get_logger("hub.polling")
+
+LEASE_SECONDS = 120.0
+
+
+def process_owner() -> str:
+    """Who holds a lease: readable by an operator, unique per process start."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class LeaseLost(Exception):
+    """Another process took the source's lease (ours expired): stop and re-acquire."""
+
+
+@dataclass
+class SourceHealth:
+    """What the admin sees of a polled source."""
+
+    healthy: bool = True
+    circuit: CircuitState = CircuitState.CLOSED
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    watermark: datetime | None = None
+    leased: bool = False
+    events_stored: int = 0
+    by_stream: dict[str, datetime] = field(default_factory=dict)
+
+    def lag_seconds(self, now: datetime) -> float | None:
+        return None if self.watermark is None else max(0.0, (now - self.watermark).total_seconds())
+
+
+def upsert(db: Database, table: sa.Table, values: dict[str, Any], keys: list[str]) -> Any:
+    """INSERT … ON CONFLICT (keys) DO UPDATE for both dialects."""
+    dialect_insert = sqlite.insert if db.is_sqlite else postgresql.insert
+    stmt = dialect_insert(table).values(**values)
+    return stmt.on_conflict_do_update(index_elements=keys,
+                                      set_={k: v for k, v in values.items() if k not in keys})
+
+
+async def load_cursor(db: Database, source_id: str, stream: str) -> Any:
+    async with db.read() as conn:
+        return (await conn.execute(sa.select(source_cursors.c.cursor).where(
+            source_cursors.c.source_id == source_id, source_cursors.c.stream == stream))).scalar()
+
+
+class PollRunner:
+    """Runs one polled source's streams until stopped."""
+
+    def __init__(self, db: Database, cipher: PiiCipher, source: PollingSource,
+                 mapping: InboundMapping, *, owner: str, metrics: Metrics | None = None,
+                 on_stored: Any = None, lease_seconds: float = LEASE_SECONDS):
+        self.db = db
+        self.cipher = cipher
+        self.source = source
+        self.config: PolledSourceConfig = source.config  # type: ignore[assignment]
+        self.mapping = mapping
+        self.owner = owner
+        self.metrics = metrics
+        self.on_stored = on_stored  # (new rows) → wakes the pipeline
+        self.lease_seconds = lease_seconds
+        c = self.config.circuit
+        self.circuit = CircuitBreaker(c.failures, c.cooldown, c.max_cooldown)
+        self.health = SourceHealth()
+        self._lease_until: datetime | None = None
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._state_lock = asyncio.Lock()
+
+    @property
+    def source_id(self) -> str:
+        return self.config.id
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._stream_loop(s), name=f"poll-{self.source_id}-{s.name}")
+                       for s in self.source.streams()]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Let a batch in flight commit (up to ``grace``), then stop and give the lease back."""
+        self._stopping.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(*UNAVAILABLE):
+            await self._release_lease()
+        await self.source.aclose()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=max(0.0, seconds))
+
+    # ------------------------------------------------------------ one stream
+
+    async def _stream_loop(self, stream: PollStream) -> None:
+        while not self._stopping.is_set():
+            try:
+                if not await self._hold_lease():
+                    self.health.leased = False
+                    await self._sleep(min(stream.interval, self.lease_seconds / 2))
+                    continue
+                self.health.leased = True
+                wait = self.circuit.remaining()
+                if wait > 0:
+                    await self._sleep(wait)
+                    continue
+                throttled = await self._poll_stream(stream)
+            except UNAVAILABLE as err:
+                log.error("poll: storage unavailable", source=self.source_id, error=str(err))
+                await self._sleep(5)
+                continue
+            except LeaseLost:
+                log.warning("poll: lease lost to another process", source=self.source_id)
+                self._lease_until = None
+                continue
+            except Exception:
+                # A bug in a connector must not kill its loop silently.
+                log.exception("poll step failed", source=self.source_id, stream=stream.name)
+                self._failed(SourceError("internal error; see the hub's log"), trip=False)
+                throttled = False
+            await self._save_health()
+            if not throttled:
+                await self._sleep(stream.interval)
+
+    async def _poll_stream(self, stream: PollStream) -> bool:
+        """Read the stream to its end; True when throttled (go again at once: the
+        bucket does the waiting)."""
+        cursor = await load_cursor(self.db, self.source_id, stream.name)
+        try:
+            async for batch in stream.poll(cursor):
+                await self.store(stream.name, batch)
+                if batch.after_commit is not None:
+                    await batch.after_commit()
+                if self._stopping.is_set():
+                    return False
+        except SourceThrottled as err:
+            hold = err.retry_after if err.retry_after is not None else 1.0
+            self.source.quota.hold(hold)
+            self._note_error(err, "throttled")
+            log.warning("poll throttled by the platform", source=self.source_id, stream=stream.name,
+                        hold=hold, error=str(err))
+            return True
+        except SourceAuthError as err:
+            self._failed(err, trip=True)
+            return False
+        except (SourceTransient, SourceRejected) as err:
+            self._failed(err, trip=False)
+            return False
+        self._succeeded(stream.name)
+        return False
+
+    def _note_error(self, err: SourceError, kind: str) -> None:
+        self.health.last_error = str(err)
+        self.health.last_error_at = utcnow()
+        if self.metrics is not None:
+            self.metrics.source_errors.labels(self.source_id, kind).inc()
+
+    def _failed(self, err: SourceError, *, trip: bool) -> None:
+        if trip:
+            self.circuit.trip()
+        else:
+            self.circuit.failure()
+        self._note_error(err, "auth" if trip else "failure")
+        self.health.circuit = self.circuit.state
+        # Refused credentials make the source unhealthy at once; other failures
+        # once they have opened the circuit.
+        self.health.healthy = not trip and self.circuit.state is CircuitState.CLOSED
+        log.error("poll failed", source=self.source_id, error=str(err), circuit=self.circuit.state.value,
+                  retry_in=round(self.circuit.remaining(), 1))
+        self._export()
+
+    def _succeeded(self, stream: str) -> None:
+        recovered = not self.health.healthy
+        self.circuit.success()
+        now = utcnow()
+        self.health.healthy = True
+        self.health.circuit = self.circuit.state
+        self.health.last_success_at = now
+        self.health.by_stream[stream] = now
+        if recovered:
+            log.info("source recovered", source=self.source_id)
+        self._export()
+
+    def _export(self) -> None:
+        if self.metrics is None:
+            return
+        m, sid, h = self.metrics, self.source_id, self.health
+        m.source_healthy.labels(sid).set(1 if h.healthy else 0)
+        m.source_circuit_open.labels(sid).set(0 if h.circuit is CircuitState.CLOSED else 1)
+        if h.last_success_at is not None:
+            m.source_last_success.labels(sid).set(h.last_success_at.timestamp())
+        lag = h.lag_seconds(utcnow())
+        if lag is not None:
+            m.source_lag.labels(sid).set(lag)
+
+    # ------------------------------------------------------------ storage
+
+    def _raw(self, batch: PollBatch) -> list[NewRawEvent]:
+        out = []
+        for e in batch.events:
+            try:
+                key = self.mapping.dedupe_key(event_document(self.source_id, e.headers, e.document))
+            except Quarantine:
+                # Keep it anyway: the pipeline will quarantine it with the mapping's reason.
+                key = "body-sha256:" + hashlib.sha256(e.body.encode()).hexdigest()
+            out.append(NewRawEvent(self.source_id, key, self.cipher.seal_body(e.body), e.headers))
+        return out
+
+    async def store(self, stream: str, batch: PollBatch) -> int:
+        """The batch's events and its cursor, in one transaction, under our lease."""
+        now = utcnow()
+        rows = render_rows(self.db, self._raw(batch), now)
+        async with self.db.write() as conn:
+            await self._renew_lease(conn, now)
+            new = await insert_rows(conn, self.db.dialect, rows) if rows else set()
+            await conn.execute(upsert(self.db, source_cursors, {
+                "source_id": self.source_id, "stream": stream, "cursor": batch.cursor,
+                "updated_at": now}, ["source_id", "stream"]))
+        if batch.watermark is not None:
+            self.health.watermark = batch.watermark
+        self.health.events_stored += len(new)
+        if self.metrics is not None:
+            self.metrics.ingest_events.labels(self.source_id).inc(len(new))
+        if new and self.on_stored is not None:
+            self.on_stored(len(new))
+        return len(new)
+
+    # ------------------------------------------------------------ lease
+
+    async def _hold_lease(self) -> bool:
+        now = utcnow()
+        if self._lease_until is not None and self._lease_until - now > timedelta(seconds=self.lease_seconds / 2):
+            return True
+        async with self.db.write() as conn:
+            await self._ensure_state_row(conn, now)
+            until = now + timedelta(seconds=self.lease_seconds)
+            res = await conn.execute(sa.update(source_state).where(
+                source_state.c.source_id == self.source_id,
+                sa.or_(source_state.c.lease_owner.is_(None), source_state.c.lease_owner == self.owner,
+                       source_state.c.lease_until.is_(None), source_state.c.lease_until < now),
+            ).values(lease_owner=self.owner, lease_until=until, updated_at=now))
+            got = res.rowcount == 1
+        self._lease_until = until if got else None
+        return got
+
+    async def _renew_lease(self, conn: AsyncConnection, now: datetime) -> None:
+        until = now + timedelta(seconds=self.lease_seconds)
+        res = await conn.execute(sa.update(source_state).where(
+            source_state.c.source_id == self.source_id, source_state.c.lease_owner == self.owner,
+        ).values(lease_until=until))
+        if res.rowcount != 1:
+            raise LeaseLost(self.source_id)
+        self._lease_until = until
+
+    async def _release_lease(self) -> None:
+        if self._lease_until is None:
+            return
+        async with self.db.write() as conn:
+            await conn.execute(sa.update(source_state).where(
+                source_state.c.source_id == self.source_id, source_state.c.lease_owner == self.owner,
+            ).values(lease_owner=None, lease_until=None))
+        self._lease_until = None
+
+    async def _ensure_state_row(self, conn: AsyncConnection, now: datetime) -> None:
+        dialect_insert = sqlite.insert if self.db.is_sqlite else postgresql.insert
+        await conn.execute(dialect_insert(source_state).values(
+            source_id=self.source_id, healthy=True, circuit="closed", updated_at=now,
+        ).on_conflict_do_nothing(index_elements=["source_id"]))
+
+    async def _save_health(self) -> None:
+        """Health goes to the database so the admin API and other processes see it."""
+        h, now = self.health, utcnow()
+        async with self._state_lock, self.db.write() as conn:
+            await self._ensure_state_row(conn, now)
+            await conn.execute(sa.update(source_state).where(
+                source_state.c.source_id == self.source_id).values(
+                healthy=h.healthy, circuit=h.circuit.value, last_success_at=h.last_success_at,
+                last_error=h.last_error, last_error_at=h.last_error_at,
+                lag_seconds=h.lag_seconds(now), updated_at=now))
+
+
+def window_end(now: datetime, lag: float) -> datetime:
+    """The newest modified time a poll may read now, to whole seconds (the APIs' unit)."""
+    return (now - timedelta(seconds=lag)).astimezone(UTC).replace(microsecond=0)
