@@ -8,9 +8,13 @@ signing rules, error bodies and store; this is only the plumbing.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from aiohttp import web
+
+from hub.records import utcnow
 
 
 @dataclass
@@ -47,14 +51,32 @@ class PlatformQuota:
         return max(1.0, (1 - self._tokens) / self.calls_per_second)
 
 
+@dataclass
 class SimServer:
-    """Start/stop a simulator's aiohttp app on a local port."""
+    """Start/stop a simulator's aiohttp app on a local port; hold what every
+    platform simulator has: its clock, its quota, and churn — records that move
+    while a poller pages (``churn_per_list_call`` moves on each list call, for
+    ``churn_budget`` calls; None = forever)."""
 
-    port: int = 0
-    _runner: web.AppRunner | None = None
+    quota: PlatformQuota = field(default_factory=PlatformQuota)
+    clock: Callable[[], datetime] = utcnow
+    churn_per_list_call: int = 0
+    churn_budget: int | None = None
+    port: int = field(default=0, init=False)
+    _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
 
     def build_app(self) -> web.Application:
         raise NotImplementedError
+
+    def advance(self, count: int = 1) -> int:
+        """Move up to ``count`` open records one step along their lifecycle."""
+        raise NotImplementedError
+
+    def churn(self) -> None:
+        if self.churn_per_list_call and (self.churn_budget is None or self.churn_budget > 0):
+            self.advance(self.churn_per_list_call)
+            if self.churn_budget is not None:
+                self.churn_budget -= 1
 
     async def start(self, port: int = 0) -> None:
         self._runner = web.AppRunner(self.build_app(), access_log=None)

@@ -1,4 +1,5 @@
-"""Linking an event to its customer and order, inside the pipeline's transaction.
+"""Linking an event to its customer and order, inside the pipeline's transaction
+(synchronous SQLAlchemy Core: see :meth:`hub.storage.Database.run_write`).
 
 Identities ``(kind, value)`` are unique; a phone identity's value is the blind
 index, never the number. When one event's *strong* identities (phone, unionid,
@@ -15,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.pii import PiiCipher, normalize_phone
 from hub.records import customer_merges, customers, identities, orders, tickets
@@ -49,29 +49,49 @@ def identity_pairs(cipher: PiiCipher, raw: list[tuple[str, str]]) -> list[tuple[
     return out
 
 
-async def _root(conn: AsyncConnection, customer_id: int) -> int:
+# Statements built once: the pipeline runs them for every event, and building
+# a statement (and its cache key) costs more than SQLite takes to run it.
+_ROOT = sa.select(customers.c.merged_into_id).where(customers.c.id == sa.bindparam("cid"))
+_NEW_CUSTOMER = sa.insert(customers).returning(customers.c.id)
+_ADD_IDENTITY = sa.insert(identities)
+_CUSTOMER = sa.select(customers).where(customers.c.id == sa.bindparam("cid"))
+_ORDER = sa.select(orders).where(orders.c.channel == sa.bindparam("channel"),
+                                 orders.c.external_id == sa.bindparam("external_id"))
+_NEW_ORDER = sa.insert(orders).returning(orders.c.id)
+
+
+def update_by_id(table: sa.Table) -> Any:
+    """UPDATE table SET <the columns named in the parameters> WHERE id = :row_id."""
+    return sa.update(table).where(table.c.id == sa.bindparam("row_id"))
+
+
+_UPDATE_CUSTOMER = update_by_id(customers)
+_UPDATE_ORDER = update_by_id(orders)
+
+
+def _root(conn: sa.Connection, customer_id: int) -> int:
     seen = set()
     while True:
         seen.add(customer_id)
-        nxt = (await conn.execute(sa.select(customers.c.merged_into_id)
-                                  .where(customers.c.id == customer_id))).scalar()
+        nxt = conn.execute(_ROOT, {"cid": customer_id}).scalar()
         if nxt is None or nxt in seen:
             return customer_id
         customer_id = nxt
 
 
-async def link_customer(conn: AsyncConnection, cipher: PiiCipher, fields: dict[str, Any],
-                        raw_identities: list[tuple[str, str]], now: datetime,
-                        raw_event_id: int | None = None) -> tuple[int | None, list[Merge]]:
+def link_customer(conn: sa.Connection, cipher: PiiCipher, fields: dict[str, Any],
+                  raw_identities: list[tuple[str, str]], now: datetime,
+                  raw_event_id: int | None = None) -> tuple[int | None, list[Merge]]:
     pairs = identity_pairs(cipher, raw_identities)
     if not pairs:
         return None, []
     cond = sa.or_(*[sa.and_(identities.c.kind == k, identities.c.value == v) for k, v in pairs])
-    found = (await conn.execute(sa.select(identities.c.customer_id, identities.c.kind).where(cond))).all()
+    found = conn.execute(sa.select(identities.c.customer_id, identities.c.kind, identities.c.value)
+                         .where(cond)).all()
     strong: dict[int, str] = {}
     weak: set[int] = set()
-    for cid, kind in found:
-        root = await _root(conn, cid)
+    for cid, kind, _ in found:
+        root = _root(conn, cid)
         if kind in WEAK_KINDS:
             weak.add(root)
         else:
@@ -80,29 +100,26 @@ async def link_customer(conn: AsyncConnection, cipher: PiiCipher, fields: dict[s
     if strong:
         customer_id = min(strong)
         for loser in sorted(set(strong) - {customer_id}):
-            merges.append(await merge_customers(conn, customer_id, loser,
-                                                f"same {strong[loser]}", now, raw_event_id))
+            merges.append(merge_customers(conn, customer_id, loser,
+                                          f"same {strong[loser]}", now, raw_event_id))
     elif len(weak) == 1 and all(k in WEAK_KINDS for k, _ in pairs):
         # A nickname alone may find a customer; beside a strong identity no one
         # has seen yet it is someone else with the same (often masked) nick.
         customer_id = next(iter(weak))
     else:
-        res = await conn.execute(sa.insert(customers).values(created_at=now, updated_at=now)
-                                 .returning(customers.c.id))
-        customer_id = res.scalar_one()
-    have = {(k, v) for k, v in (await conn.execute(
-        sa.select(identities.c.kind, identities.c.value).where(cond))).all()}
+        customer_id = conn.execute(_NEW_CUSTOMER, {"created_at": now, "updated_at": now}).scalar_one()
+    have = {(kind, value) for _, kind, value in found}  # merges move identities, never drop them
     missing = [(k, v) for k, v in pairs if (k, v) not in have]
     if missing:
-        await conn.execute(sa.insert(identities), [
+        conn.execute(_ADD_IDENTITY, [
             {"customer_id": customer_id, "kind": k, "value": v, "created_at": now} for k, v in missing])
-    await _update_contact(conn, cipher, customer_id, fields, now)
+    _update_contact(conn, cipher, customer_id, fields, now)
     return customer_id, merges
 
 
-async def _update_contact(conn: AsyncConnection, cipher: PiiCipher, customer_id: int,
-                          fields: dict[str, Any], now: datetime) -> None:
-    row = (await conn.execute(sa.select(customers).where(customers.c.id == customer_id))).one()
+def _update_contact(conn: sa.Connection, cipher: PiiCipher, customer_id: int,
+                    fields: dict[str, Any], now: datetime) -> None:
+    row = conn.execute(_CUSTOMER, {"cid": customer_id}).one()
     values: dict[str, Any] = {}
     if fields.get("display_name") and not row.display_name:
         values["display_name"] = fields["display_name"]
@@ -119,38 +136,36 @@ async def _update_contact(conn: AsyncConnection, cipher: PiiCipher, customer_id:
         values["email"] = fields["email"]
     if values:
         values["updated_at"] = now
-        await conn.execute(sa.update(customers).where(customers.c.id == customer_id).values(**values))
+        conn.execute(_UPDATE_CUSTOMER, values | {"row_id": customer_id})
 
 
-async def merge_customers(conn: AsyncConnection, winner: int, loser: int, reason: str,
-                          now: datetime, raw_event_id: int | None = None) -> Merge:
-    moved = tuple(r[0] for r in (await conn.execute(
-        sa.select(tickets.c.id).where(tickets.c.customer_id == loser))).all())
-    await conn.execute(sa.update(identities).where(identities.c.customer_id == loser)
-                       .values(customer_id=winner))
-    await conn.execute(sa.update(orders).where(orders.c.customer_id == loser).values(customer_id=winner))
-    await conn.execute(sa.update(tickets).where(tickets.c.customer_id == loser)
-                       .values(customer_id=winner, updated_at=now))
-    await conn.execute(sa.update(customers).where(customers.c.id == loser)
-                       .values(merged_into_id=winner, updated_at=now))
-    await conn.execute(sa.insert(customer_merges).values(
+def merge_customers(conn: sa.Connection, winner: int, loser: int, reason: str,
+                    now: datetime, raw_event_id: int | None = None) -> Merge:
+    moved = tuple(r[0] for r in conn.execute(
+        sa.select(tickets.c.id).where(tickets.c.customer_id == loser)).all())
+    conn.execute(sa.update(identities).where(identities.c.customer_id == loser)
+                 .values(customer_id=winner))
+    conn.execute(sa.update(orders).where(orders.c.customer_id == loser).values(customer_id=winner))
+    conn.execute(sa.update(tickets).where(tickets.c.customer_id == loser)
+                 .values(customer_id=winner, updated_at=now))
+    conn.execute(sa.update(customers).where(customers.c.id == loser)
+                 .values(merged_into_id=winner, updated_at=now))
+    conn.execute(sa.insert(customer_merges).values(
         winner_id=winner, loser_id=loser, reason=reason, raw_event_id=raw_event_id, at=now))
     return Merge(winner, loser, reason, moved)
 
 
-async def link_order(conn: AsyncConnection, channel: str, source_id: str, fields: dict[str, Any],
-                     customer_id: int | None, now: datetime) -> int:
+def link_order(conn: sa.Connection, channel: str, source_id: str, fields: dict[str, Any],
+               customer_id: int | None, now: datetime) -> int:
     """Find or create the order; an order only named by an event is a stub."""
-    row = (await conn.execute(sa.select(orders).where(
-        orders.c.channel == channel, orders.c.external_id == fields["external_id"]))).first()
+    row = conn.execute(_ORDER, {"channel": channel, "external_id": fields["external_id"]}).first()
     known = {k: v for k, v in fields.items() if k != "external_id" and v is not None}
     full = "paid_amount" in known or "placed_at" in known
     if row is None:
-        res = await conn.execute(sa.insert(orders).values(
-            channel=channel, source_id=source_id, external_id=fields["external_id"],
-            customer_id=customer_id, is_stub=not full, created_at=now, updated_at=now, **known,
-        ).returning(orders.c.id))
-        return int(res.scalar_one())
+        return int(conn.execute(_NEW_ORDER, {
+            "channel": channel, "source_id": source_id, "external_id": fields["external_id"],
+            "customer_id": customer_id, "is_stub": not full, "created_at": now, "updated_at": now,
+            **known}).scalar_one())
     values = {k: v for k, v in known.items() if getattr(row, k) != v}
     if customer_id is not None and row.customer_id is None:
         values["customer_id"] = customer_id
@@ -158,5 +173,5 @@ async def link_order(conn: AsyncConnection, channel: str, source_id: str, fields
         values["is_stub"] = False
     if values:
         values["updated_at"] = now
-        await conn.execute(sa.update(orders).where(orders.c.id == row.id).values(**values))
+        conn.execute(_UPDATE_ORDER, values | {"row_id": row.id})
     return int(row.id)

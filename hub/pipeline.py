@@ -23,12 +23,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.config import DestinationConfig, SourceConfig, SyncRule
 from hub.errors import Quarantine
 from hub.lifecycle import Outcome, decide
-from hub.linking import Merge, link_customer, link_order
+from hub.linking import Merge, link_customer, link_order, update_by_id
 from hub.mapping import InboundMapping, Normalized, OutboundMapping
 from hub.pii import PiiCipher
 from hub.records import (
@@ -50,6 +49,15 @@ log = structlog.get_logger("hub.pipeline")
 # Ticket fields an event may update besides status.
 UPDATABLE = ("type", "reason_code", "reason_text", "description", "priority", "refund_amount", "items")
 MAX_CONFLICT_ATTEMPTS = 5
+
+# Built once (see hub.linking): per-event statement construction dominates on SQLite.
+_SETTLE = update_by_id(raw_events)
+_TICKET = sa.select(tickets).where(tickets.c.source_id == sa.bindparam("source_id"),
+                                   tickets.c.external_id == sa.bindparam("external_id"))
+_TICKET_FOR_UPDATE = _TICKET.with_for_update()
+_NEW_TICKET = sa.insert(tickets).returning(tickets.c.id)
+_UPDATE_TICKET = update_by_id(tickets)
+_NEW_TIMELINE = sa.insert(ticket_events).returning(ticket_events.c.id)
 
 
 @dataclass(frozen=True)
@@ -95,17 +103,21 @@ class Pipeline:
 
     async def run_once(self) -> int:
         """Process one batch; returns how many raw events it settled."""
-        async with self.db.write() as conn:
-            stmt = (sa.select(raw_events.c.id, raw_events.c.source_id, raw_events.c.headers,
-                              raw_events.c.body, raw_events.c.attempts)
-                    .where(raw_events.c.state == "pending").order_by(raw_events.c.id).limit(self.batch))
-            rows = (await conn.execute(self.db.for_update_skip_locked(stmt))).all()
-            settled = 0
-            for row in rows:
-                settled += await self._process(conn, row)
-            return settled
+        results: list[tuple[str, str]] = await self.db.run_write(self._batch)
+        for source_id, result in results:
+            self._count(source_id, result)
+        return sum(1 for _, result in results if result != "retry")
 
-    async def _process(self, conn: AsyncConnection, row: Any) -> int:
+    def _batch(self, conn: sa.Connection) -> list[tuple[str, str]]:
+        # Runs synchronously inside one transaction (a worker thread on SQLite).
+        stmt = (sa.select(raw_events.c.id, raw_events.c.source_id, raw_events.c.headers,
+                          raw_events.c.body, raw_events.c.attempts)
+                .where(raw_events.c.state == "pending").order_by(raw_events.c.id).limit(self.batch))
+        rows = conn.execute(self.db.for_update_skip_locked(stmt)).all()
+        return [(row.source_id, self._process(conn, row)) for row in rows]
+
+    def _process(self, conn: sa.Connection, row: Any) -> str:
+        """Settle one raw event: "done", "quarantined", or "retry" (left pending)."""
         now = utcnow()
         rt = self.sources.get(row.source_id)
         try:
@@ -115,92 +127,80 @@ class Pipeline:
             body = parse_body(text)
             normalized = rt.mapping.apply(event_document(row.source_id, row.headers, body))
         except Quarantine as q:
-            await self._settle(conn, row.id, "quarantined", now, reason=str(q),
-                               mapping=rt.mapping.label if rt else None)
+            self._settle(conn, row.id, "quarantined", now, reason=str(q),
+                          mapping=rt.mapping.label if rt else None)
             log.warning("event quarantined", source=row.source_id, event_id=row.id, reason=str(q))
-            self._count(row.source_id, "quarantined")
-            return 1
-        savepoint = await conn.begin_nested()
+            return "quarantined"
+        savepoint = conn.begin_nested()
         try:
-            ticket_id = await self._apply(conn, rt, row.id, normalized, now)
-            await savepoint.commit()
+            ticket_id = self._apply(conn, rt, row.id, normalized, now)
+            savepoint.commit()
         except sa.exc.IntegrityError as err:
             # Another process created the same ticket/customer first: retry next batch.
-            await savepoint.rollback()
+            savepoint.rollback()
             attempts = row.attempts + 1
             if attempts >= MAX_CONFLICT_ATTEMPTS:
-                await self._settle(conn, row.id, "quarantined", now, mapping=rt.mapping.label,
-                                   reason=f"conflict after {attempts} attempts: {err.orig}")
-                self._count(row.source_id, "quarantined")
-                return 1
-            await conn.execute(sa.update(raw_events).where(raw_events.c.id == row.id)
-                               .values(attempts=attempts))
-            self._count(row.source_id, "retry")
-            return 0
+                self._settle(conn, row.id, "quarantined", now, mapping=rt.mapping.label,
+                              reason=f"conflict after {attempts} attempts: {err.orig}")
+                return "quarantined"
+            conn.execute(sa.update(raw_events).where(raw_events.c.id == row.id)
+                         .values(attempts=attempts))
+            return "retry"
         except UNAVAILABLE:
             raise
         except Quarantine as q:
-            await savepoint.rollback()
-            await self._settle(conn, row.id, "quarantined", now, reason=str(q), mapping=rt.mapping.label)
-            self._count(row.source_id, "quarantined")
-            return 1
+            savepoint.rollback()
+            self._settle(conn, row.id, "quarantined", now, reason=str(q), mapping=rt.mapping.label)
+            return "quarantined"
         except Exception as err:
             # A bug must not wedge the inbox: keep the event, say why, move on.
-            await savepoint.rollback()
+            savepoint.rollback()
             log.exception("event failed", source=row.source_id, event_id=row.id)
-            await self._settle(conn, row.id, "quarantined", now, mapping=rt.mapping.label,
-                               reason=f"internal error: {type(err).__name__}: {err}")
-            self._count(row.source_id, "quarantined")
-            return 1
-        await self._settle(conn, row.id, "done", now, mapping=rt.mapping.label, ticket_id=ticket_id)
-        self._count(row.source_id, "done")
-        return 1
+            self._settle(conn, row.id, "quarantined", now, mapping=rt.mapping.label,
+                          reason=f"internal error: {type(err).__name__}: {err}")
+            return "quarantined"
+        self._settle(conn, row.id, "done", now, mapping=rt.mapping.label, ticket_id=ticket_id)
+        return "done"
 
     def _count(self, source_id: str, result: str) -> None:
         if self.on_result is not None:
             self.on_result(source_id, result)
 
-    async def _settle(self, conn: AsyncConnection, raw_id: int, state: str, now: datetime, *,
-                      reason: str | None = None, mapping: str | None = None,
-                      ticket_id: int | None = None) -> None:
-        await conn.execute(sa.update(raw_events).where(raw_events.c.id == raw_id).values(
-            state=state, reason=reason, mapping_version=mapping, ticket_id=ticket_id,
-            processed_at=now))
+    def _settle(self, conn: sa.Connection, raw_id: int, state: str, now: datetime, *,
+                reason: str | None = None, mapping: str | None = None,
+                ticket_id: int | None = None) -> None:
+        conn.execute(_SETTLE, {"row_id": raw_id, "state": state, "reason": reason,
+                               "mapping_version": mapping, "ticket_id": ticket_id, "processed_at": now})
 
     # ------------------------------------------------------------ apply one event
 
-    async def _apply(self, conn: AsyncConnection, rt: SourceRuntime, raw_id: int,
-                     n: Normalized, now: datetime) -> int:
-        customer_id, merges = await link_customer(conn, self.cipher, n.customer, n.identities, now, raw_id)
+    def _apply(self, conn: sa.Connection, rt: SourceRuntime, raw_id: int,
+               n: Normalized, now: datetime) -> int:
+        customer_id, merges = link_customer(conn, self.cipher, n.customer, n.identities, now, raw_id)
         order_id = None
         if n.order is not None:
-            order_id = await link_order(conn, rt.channel, rt.config.id, n.order, customer_id, now)
+            order_id = link_order(conn, rt.channel, rt.config.id, n.order, customer_id, now)
         t = n.ticket
-        sel = sa.select(tickets).where(tickets.c.source_id == rt.config.id,
-                                       tickets.c.external_id == t["external_id"])
-        if not self.db.is_sqlite:
-            sel = sel.with_for_update()
-        current = (await conn.execute(sel)).first()
+        current = conn.execute(_TICKET if self.db.is_sqlite else _TICKET_FOR_UPDATE,
+                               {"source_id": rt.config.id, "external_id": t["external_id"]}).first()
         changes: list[Change] = []
         if current is None:
             given = {k: t.get(k) for k in UPDATABLE if t.get(k) is not None}
-            res = await conn.execute(sa.insert(tickets).values(
-                channel=rt.channel, source_id=rt.config.id, external_id=t["external_id"],
-                status=t["status"], order_id=order_id, customer_id=customer_id,
-                queue=t.get("queue"), source_updated_at=t.get("source_updated_at"),
-                created_at=now, updated_at=now, **({"priority": "normal"} | given),
-            ).returning(tickets.c.id))
-            ticket_id = int(res.scalar_one())
-            tl = await self._timeline(conn, ticket_id, "created", raw_id, now, to_status=t["status"])
+            ticket_id = int(conn.execute(_NEW_TICKET, {
+                "channel": rt.channel, "source_id": rt.config.id, "external_id": t["external_id"],
+                "status": t["status"], "order_id": order_id, "customer_id": customer_id,
+                "queue": t.get("queue"), "source_updated_at": t.get("source_updated_at"),
+                "created_at": now, "updated_at": now, **({"priority": "normal"} | given)}).scalar_one())
+            tl = self._timeline(conn, ticket_id, "created", raw_id, now, to_status=t["status"])
             changes.append(Change("ticket.created", None, t["status"], tl))
         else:
             ticket_id = current.id
             decision = decide(current.status, current.source_updated_at, t["status"],
                               t.get("source_updated_at"))
             if decision.outcome in (Outcome.STALE, Outcome.REFUSED):
-                await self._timeline(conn, ticket_id, decision.outcome.value, raw_id, now,
-                                     from_status=current.status, to_status=t["status"],
-                                     detail={"reason": decision.reason})
+                self._timeline(conn, ticket_id, decision.outcome.value, raw_id, now,
+                               from_status=current.status, to_status=t["status"],
+                               detail={"reason": decision.reason})
             else:
                 diff = {k: t[k] for k in UPDATABLE if t.get(k) is not None and t[k] != getattr(current, k)}
                 values: dict[str, Any] = dict(diff)
@@ -214,44 +214,43 @@ class Pipeline:
                     values["status"] = decision.to_status
                 if values:
                     values["updated_at"] = now
-                    await conn.execute(sa.update(tickets).where(tickets.c.id == ticket_id).values(**values))
+                    conn.execute(_UPDATE_TICKET, values | {"row_id": ticket_id})
                 if decision.outcome is Outcome.MOVED:
-                    tl = await self._timeline(conn, ticket_id, "status_changed", raw_id, now,
-                                              from_status=decision.from_status,
-                                              to_status=decision.to_status,
-                                              detail={"fields": sorted(diff)} if diff else None)
+                    tl = self._timeline(conn, ticket_id, "status_changed", raw_id, now,
+                                        from_status=decision.from_status,
+                                        to_status=decision.to_status,
+                                        detail={"fields": sorted(diff)} if diff else None)
                     changes.append(Change("ticket.status_changed", decision.from_status,
                                           decision.to_status, tl))
                 elif diff:
-                    tl = await self._timeline(conn, ticket_id, "updated", raw_id, now,
-                                              detail={"fields": sorted(diff)})
+                    tl = self._timeline(conn, ticket_id, "updated", raw_id, now,
+                                        detail={"fields": sorted(diff)})
                     changes.append(Change("ticket.updated", current.status, current.status, tl))
         for merge in merges:
-            changes.extend(await self._record_merge(conn, merge, raw_id, now))
-        await self._enqueue(conn, ticket_id, changes, now)
+            changes.extend(self._record_merge(conn, merge, raw_id, now))
+        self._enqueue(conn, ticket_id, changes, now)
         return ticket_id
 
-    async def _timeline(self, conn: AsyncConnection, ticket_id: int, kind: str, raw_id: int | None,
-                        now: datetime, *, from_status: str | None = None,
-                        to_status: str | None = None, detail: Any = None) -> int:
-        res = await conn.execute(sa.insert(ticket_events).values(
-            ticket_id=ticket_id, kind=kind, from_status=from_status, to_status=to_status,
-            detail=detail, raw_event_id=raw_id, at=now).returning(ticket_events.c.id))
-        return int(res.scalar_one())
+    def _timeline(self, conn: sa.Connection, ticket_id: int, kind: str, raw_id: int | None,
+                  now: datetime, *, from_status: str | None = None,
+                  to_status: str | None = None, detail: Any = None) -> int:
+        return int(conn.execute(_NEW_TIMELINE, {
+            "ticket_id": ticket_id, "kind": kind, "from_status": from_status, "to_status": to_status,
+            "detail": detail, "raw_event_id": raw_id, "at": now}).scalar_one())
 
-    async def _record_merge(self, conn: AsyncConnection, merge: Merge, raw_id: int,
-                            now: datetime) -> list[Change]:
+    def _record_merge(self, conn: sa.Connection, merge: Merge, raw_id: int,
+                      now: datetime) -> list[Change]:
         out = []
         for tid in merge.moved_ticket_ids:
-            status = (await conn.execute(sa.select(tickets.c.status).where(tickets.c.id == tid))).scalar_one()
-            tl = await self._timeline(conn, tid, "merged", raw_id, now, detail={
+            status = (conn.execute(sa.select(tickets.c.status).where(tickets.c.id == tid))).scalar_one()
+            tl = self._timeline(conn, tid, "merged", raw_id, now, detail={
                 "from_customer": merge.loser_id, "into_customer": merge.winner_id, "reason": merge.reason})
             out.append(Change("ticket.merged", status, status, tl))
         return out
 
     # ------------------------------------------------------------ outbox
 
-    async def _enqueue(self, conn: AsyncConnection, ticket_id: int, changes: list[Change],
+    def _enqueue(self, conn: sa.Connection, ticket_id: int, changes: list[Change],
                        now: datetime) -> None:
         if not changes:
             return
@@ -262,10 +261,10 @@ class Pipeline:
                 dest = self.destinations.get(dest_id)
                 if dest is None:
                     continue
-                tid = ticket_id if change.type != "ticket.merged" else await self._ticket_of(conn, change)
+                tid = ticket_id if change.type != "ticket.merged" else self._ticket_of(conn, change)
                 key = (tid, dest.config.pii)
                 if key not in contexts:
-                    contexts[key] = await self._context(conn, tid, pii=dest.config.pii)
+                    contexts[key] = self._context(conn, tid, pii=dest.config.pii)
                 ctx = contexts[key] | {
                     "change": change.as_dict(),
                     "event": {"type": change.type, "timestamp": iso(now)},
@@ -279,20 +278,20 @@ class Pipeline:
                     "next_attempt_at": now, "created_at": now,
                 })
         if rows:
-            await conn.execute(sa.insert(outbox), rows)
+            conn.execute(sa.insert(outbox), rows)
 
-    async def _ticket_of(self, conn: AsyncConnection, change: Change) -> int:
-        return int((await conn.execute(sa.select(ticket_events.c.ticket_id)
+    def _ticket_of(self, conn: sa.Connection, change: Change) -> int:
+        return int((conn.execute(sa.select(ticket_events.c.ticket_id)
                                        .where(ticket_events.c.id == change.timeline_id))).scalar_one())
 
-    async def _context(self, conn: AsyncConnection, ticket_id: int, *, pii: bool) -> dict[str, Any]:
-        t = (await conn.execute(sa.select(tickets).where(tickets.c.id == ticket_id))).one()
-        o = (await conn.execute(sa.select(orders).where(orders.c.id == t.order_id))).first() if t.order_id else None
+    def _context(self, conn: sa.Connection, ticket_id: int, *, pii: bool) -> dict[str, Any]:
+        t = (conn.execute(sa.select(tickets).where(tickets.c.id == ticket_id))).one()
+        o = (conn.execute(sa.select(orders).where(orders.c.id == t.order_id))).first() if t.order_id else None
         c = None
         ids: list[tuple[str, str]] = []
         if t.customer_id:
-            c = (await conn.execute(sa.select(customers).where(customers.c.id == t.customer_id))).first()
-            ids = [(r.kind, r.value) for r in (await conn.execute(
+            c = (conn.execute(sa.select(customers).where(customers.c.id == t.customer_id))).first()
+            ids = [(r.kind, r.value) for r in (conn.execute(
                 sa.select(identities.c.kind, identities.c.value)
                 .where(identities.c.customer_id == t.customer_id).order_by(identities.c.id))).all()]
         return {"ticket": ticket_view(t), "order": order_view(o),

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from hub.errors import StorageUnavailable
+
+T = TypeVar("T")
 
 # Errors that mean "the database did not take it", as opposed to a bug in a statement.
 UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, ConnectionError,
@@ -41,31 +44,22 @@ class Database:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._sync_engine: sa.Engine | None = None
+        self._sync_thread: ThreadPoolExecutor | None = None
         if self.is_sqlite:
-            self._install_sqlite_hooks(sqlite_synchronous, int(busy_timeout * 1000))
+            _install_sqlite_hooks(self.engine.sync_engine, sqlite_synchronous, int(busy_timeout * 1000))
+            # Statement-heavy transactions (the pipeline) run on the plain sqlite3
+            # driver in one worker thread: aiosqlite hops threads several times per
+            # statement, which costs more than the statement itself (DESIGN §3).
+            self._sync_engine = sa.create_engine(
+                sa.engine.make_url(url).set(drivername="sqlite"), echo=echo,
+                connect_args={"timeout": busy_timeout}, poolclass=sa.pool.SingletonThreadPool)
+            _install_sqlite_hooks(self._sync_engine, sqlite_synchronous, int(busy_timeout * 1000))
+            self._sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-sqlite")
 
     @property
     def dialect(self) -> str:
         return "sqlite" if self.is_sqlite else "postgresql"
-
-    def _install_sqlite_hooks(self, synchronous: str, busy_ms: int) -> None:
-        sync_engine = self.engine.sync_engine
-
-        @event.listens_for(sync_engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Take BEGIN into our own hands (see _on_begin), as SQLAlchemy's docs advise.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        @event.listens_for(sync_engine, "begin")
-        def _on_begin(conn: sa.Connection) -> None:
-            immediate = conn.get_execution_options().get("hub_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     def write_lock(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """Held around every write transaction on SQLite (one writer per file)."""
@@ -87,6 +81,23 @@ class Database:
                     conn = await conn.execution_options(hub_write=True)
                 async with conn.begin():
                     yield conn
+
+    async def run_write(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work(conn)`` — plain synchronous SQLAlchemy Core — as one write
+        transaction: in the SQLite worker thread, or through asyncpg on PostgreSQL."""
+        if self._sync_engine is not None and self._sync_thread is not None:
+            engine = self._sync_engine
+
+            def run() -> T:
+                with engine.connect() as conn:
+                    conn = conn.execution_options(hub_write=True)
+                    with conn.begin():
+                        return work(conn)
+
+            async with self.write_lock():
+                return await asyncio.get_running_loop().run_in_executor(self._sync_thread, run)
+        async with self.engine.connect() as aconn, aconn.begin():
+            return await aconn.run_sync(work)
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -114,6 +125,29 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._sync_engine is not None and self._sync_thread is not None:
+            engine = self._sync_engine
+            await asyncio.get_running_loop().run_in_executor(self._sync_thread, engine.dispose)
+            self._sync_thread.shutdown(wait=True)
+            self._sync_engine = self._sync_thread = None
+
+
+def _install_sqlite_hooks(sync_engine: sa.Engine, synchronous: str, busy_ms: int) -> None:
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take BEGIN into our own hands (see _on_begin), as SQLAlchemy's docs advise.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        immediate = conn.get_execution_options().get("hub_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def storage_errors_as_unavailable(err: BaseException) -> StorageUnavailable | None:

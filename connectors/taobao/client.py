@@ -19,17 +19,13 @@ sub_code, sub_msg}}``, sorted here into the hub's source errors.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import httpx
-import orjson
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
+from connectors.platform_api import GatewayClient
+from connectors.signing import hmac_hex, md5_wrapped, sorted_concat
 from connectors.window_poll import platform_time
 from hub.errors import SourceAuthError, SourceRejected, SourceThrottled, SourceTransient
 from hub.quota import TokenBucket
@@ -48,23 +44,19 @@ _BAN = re.compile(r"(\d+)\s*more\s*seconds?", re.IGNORECASE)
 
 def sign_string(params: Mapping[str, Any]) -> str:
     """Sorted name+value pairs, no separators; ``sign`` and empty values left out."""
-    return "".join(f"{k}{params[k]}" for k in sorted(params)
-                   if k != "sign" and params[k] is not None and params[k] != "")
+    return sorted_concat(params)
 
 
 def sign(params: Mapping[str, Any], secret: str, method: str = "md5") -> str:
     """The TOP signature of ``params``: upper-case hex (md5/hmac 32, hmac-sha256 64 chars)."""
-    text = sign_string(params).encode()
-    key = secret.encode()
+    text = sorted_concat(params)
     if method == "md5":
-        digest = hashlib.md5(key + text + key).hexdigest()
-    elif method == "hmac":
-        digest = hmac.new(key, text, hashlib.md5).hexdigest()
-    elif method == "hmac-sha256":
-        digest = hmac.new(key, text, hashlib.sha256).hexdigest()
-    else:
-        raise ValueError(f"unknown sign_method {method!r}; expected one of {', '.join(SIGN_METHODS)}")
-    return digest.upper()
+        return md5_wrapped(secret, text)
+    if method == "hmac":
+        return hmac_hex(secret, text, "md5")
+    if method == "hmac-sha256":
+        return hmac_hex(secret, text, "sha256")
+    raise ValueError(f"unknown sign_method {method!r}; expected one of {', '.join(SIGN_METHODS)}")
 
 
 def response_key(method: str) -> str:
@@ -90,26 +82,21 @@ def classify_error(err: Mapping[str, Any]) -> Exception:
     return SourceRejected(text)
 
 
-class TopClient:
+class TopClient(GatewayClient):
+    platform = "TOP"
+
     def __init__(self, url: str, app_key: str, app_secret: str, session: str | None, *,
                  sign_method: str = "hmac-sha256", quota: TokenBucket | None = None,
                  timeout: float = 15.0, attempts: int = 3):
         if sign_method not in SIGN_METHODS:
             raise ValueError(f"unknown sign_method {sign_method!r}")
-        self.url = url
+        super().__init__(url, quota=quota, timeout=timeout, attempts=attempts)
         self.app_key = app_key
         self.app_secret = app_secret
         self.session = session
         self.sign_method = sign_method
-        self.quota = quota
-        self.attempts = attempts
-        self.http = httpx.AsyncClient(timeout=timeout)
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-    def signed_params(self, method: str, params: Mapping[str, Any],
-                      now: datetime | None = None) -> dict[str, str]:
+    def form(self, method: str, params: Mapping[str, Any], now: datetime | None = None) -> dict[str, str]:
         form: dict[str, str] = {
             "method": method, "app_key": self.app_key, "timestamp": platform_time(now or utcnow()),
             "v": "2.0", "format": "json", "sign_method": self.sign_method,
@@ -123,36 +110,7 @@ class TopClient:
         form["sign"] = sign(form, self.app_secret, self.sign_method)
         return form
 
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        """Call ``method``; the inner response object, or a SourceError.
-
-        Server-side hiccups (isp.*, 5xx, network) are retried a few times
-        with backoff; throttling and refused credentials go straight to the
-        caller, who knows whether to wait or to stop.
-        """
-        async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(SourceTransient), stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential(multiplier=0.2, max=2), reraise=True):
-            with attempt:
-                return await self._call_once(method, params)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _call_once(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        if self.quota is not None:
-            await self.quota.acquire()
-        form = self.signed_params(method, params)
-        try:
-            resp = await self.http.post(self.url, data=form)
-        except httpx.HTTPError as err:
-            raise SourceTransient(f"TOP {method}: {type(err).__name__}: {err}") from None
-        if resp.status_code >= 500:
-            raise SourceTransient(f"TOP {method}: HTTP {resp.status_code}")
-        try:
-            doc = orjson.loads(resp.content)
-        except orjson.JSONDecodeError:
-            raise SourceTransient(f"TOP {method}: HTTP {resp.status_code}, body is not JSON") from None
-        if not isinstance(doc, dict):
-            raise SourceTransient(f"TOP {method}: unexpected body")
+    def unwrap(self, method: str, doc: dict[str, Any]) -> dict[str, Any]:
         if "error_response" in doc:
             raise classify_error(doc["error_response"])
         inner = doc.get(response_key(method))

@@ -20,7 +20,6 @@ message at the same version is one raw event, and its versions are one ticket.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Literal
@@ -29,6 +28,7 @@ import orjson
 import structlog
 from pydantic import ConfigDict, Field, SecretStr
 
+from connectors.lookup_cache import LookupCache
 from connectors.taobao.client import TopClient
 from connectors.window_poll import Page, WindowedPoll, platform_time
 from hub.config import Duration, PolledSourceConfig
@@ -86,7 +86,7 @@ class TaobaoSource:
         self.client = TopClient(config.api_url, config.app_key, config.app_secret.get_secret_value(),
                                 config.session.get_secret_value(), sign_method=config.sign_method,
                                 quota=self.quota, timeout=config.timeout)
-        self._trades: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._trades = LookupCache(self._fetch_trade, what="trade")
 
     def streams(self) -> list[PollStream]:
         out: list[PollStream] = []
@@ -115,24 +115,12 @@ class TaobaoSource:
         return refund
 
     async def trade(self, tid: Any) -> dict[str, Any] | None:
-        if not self.config.fetch_orders or tid is None:
-            return None
-        key = str(tid)
-        if key in self._trades:
-            self._trades.move_to_end(key)
-            return self._trades[key]
-        try:
-            resp = await self.client.call("taobao.trade.fullinfo.get", tid=tid, fields=TRADE_FIELDS)
-        except SourceRejected as err:
-            # A trade we may not read (another shop's, archived) must not hold the refund back.
-            log.warning("trade not readable; order linked by id only", tid=key, error=str(err))
-            return None
-        trade = resp.get("trade") if isinstance(resp.get("trade"), dict) else None
-        if trade is not None:
-            self._trades[key] = trade
-            while len(self._trades) > 10_000:
-                self._trades.popitem(last=False)
-        return trade
+        return await self._trades.get(tid) if self.config.fetch_orders else None
+
+    async def _fetch_trade(self, tid: str) -> dict[str, Any] | None:
+        resp = await self.client.call("taobao.trade.fullinfo.get", tid=tid, fields=TRADE_FIELDS)
+        trade = resp.get("trade")
+        return trade if isinstance(trade, dict) else None
 
     async def _refund_events(self, refunds: list[Any]) -> list[InboundEvent]:
         return [_event(r, await self.trade(r.get("tid")), "poll") for r in refunds if isinstance(r, dict)]

@@ -18,8 +18,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,11 +26,10 @@ import orjson
 from aiohttp import web
 
 from connectors import fakedata
-from connectors.simserver import PlatformQuota, SimServer
+from connectors.simserver import SimServer
 from connectors.taobao.client import SIGN_METHODS, response_key, sign
 from connectors.window_poll import PLATFORM_TIME, platform_time
 from hub.mapping import SHANGHAI
-from hub.records import utcnow
 
 TERMINAL = ("SUCCESS", "CLOSED")
 TOPIC_FOR = {
@@ -66,11 +64,7 @@ class TaobaoSimulator(SimServer):
     session: str = "6100e23657fb0b2d0c78568e55a3031134be9a3a5d4b3a365753805"
     seller_nick: str = "hub旗舰店"
     seed: int = 7
-    quota: PlatformQuota = field(default_factory=PlatformQuota)
-    churn_per_list_call: int = 0
-    churn_budget: int | None = None     # list calls that churn; None = every one
     redeliver_after: float = 30.0       # seconds before an unconfirmed message comes again
-    clock: Callable[[], datetime] = utcnow
     session_valid: bool = True
     app_key_valid: bool = True
 
@@ -305,10 +299,7 @@ class TaobaoSimulator(SimServer):
         page_no, page_size = self._int(p, "page_no", 1), self._int(p, "page_size", 40)
         if page_size > 100 or page_size < 1 or page_no < 1:
             raise TopError(41, "Invalid arguments:page_size", "isv.invalid-parameter", "page_size 最大 100")
-        if self.churn_per_list_call and (self.churn_budget is None or self.churn_budget > 0):
-            self.advance(self.churn_per_list_call)
-            if self.churn_budget is not None:
-                self.churn_budget -= 1
+        self.churn()
         start, end = p.get("start_modified") or "", p.get("end_modified") or "9999"
         self.list_log.append((start, end, page_no))
         for value in filter(None, (p.get("start_modified"), p.get("end_modified"))):

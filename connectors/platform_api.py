@@ -1,0 +1,69 @@
+"""What the marketplace API clients (Taobao TOP, JD JOS) share: a form POST to
+one gateway under the app's call quota, server-side hiccups retried with
+backoff, and the answer's envelope unwrapped or turned into a source error.
+
+Each platform's client supplies its signing (:meth:`form`) and its envelopes
+(:meth:`unwrap`); throttling and refused credentials are never retried here —
+the poll runner decides whether to wait or to stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import orjson
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from hub.errors import SourceTransient
+from hub.quota import TokenBucket
+
+
+class GatewayClient:
+    platform = "API"
+
+    def __init__(self, url: str, *, quota: TokenBucket | None = None, timeout: float = 15.0,
+                 attempts: int = 3):
+        self.url = url
+        self.quota = quota
+        self.attempts = attempts
+        self.http = httpx.AsyncClient(timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def form(self, method: str, params: Mapping[str, Any]) -> dict[str, str]:
+        """The signed form for one call."""
+        raise NotImplementedError
+
+    def unwrap(self, method: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """The answer's payload, or raise the matching SourceError."""
+        raise NotImplementedError
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(SourceTransient), stop=stop_after_attempt(self.attempts),
+                wait=wait_exponential(multiplier=0.2, max=2), reraise=True):
+            with attempt:
+                return await self._call_once(method, params)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _call_once(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        if self.quota is not None:
+            await self.quota.acquire()
+        form = self.form(method, params)
+        try:
+            resp = await self.http.post(self.url, data=form)
+        except httpx.HTTPError as err:
+            raise SourceTransient(f"{self.platform} {method}: {type(err).__name__}: {err}") from None
+        if resp.status_code >= 500:
+            raise SourceTransient(f"{self.platform} {method}: HTTP {resp.status_code}")
+        try:
+            doc = orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            raise SourceTransient(
+                f"{self.platform} {method}: HTTP {resp.status_code}, body is not JSON") from None
+        if not isinstance(doc, dict):
+            raise SourceTransient(f"{self.platform} {method}: unexpected body")
+        return self.unwrap(method, doc)
