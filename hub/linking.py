@@ -54,6 +54,9 @@ def identity_pairs(cipher: PiiCipher, raw: list[tuple[str, str]]) -> list[tuple[
 _ROOT = sa.select(customers.c.merged_into_id).where(customers.c.id == sa.bindparam("cid"))
 _NEW_CUSTOMER = sa.insert(customers).returning(customers.c.id)
 _ADD_IDENTITY = sa.insert(identities)
+_FIND_IDENTITIES = (sa.select(identities.c.customer_id, identities.c.kind, identities.c.value)
+                    .where(sa.tuple_(identities.c.kind, identities.c.value)
+                           .in_(sa.bindparam("pairs", expanding=True))))
 _CUSTOMER = sa.select(customers).where(customers.c.id == sa.bindparam("cid"))
 _ORDER = sa.select(orders).where(orders.c.channel == sa.bindparam("channel"),
                                  orders.c.external_id == sa.bindparam("external_id"))
@@ -85,9 +88,7 @@ def link_customer(conn: sa.Connection, cipher: PiiCipher, fields: dict[str, Any]
     pairs = identity_pairs(cipher, raw_identities)
     if not pairs:
         return None, []
-    cond = sa.or_(*[sa.and_(identities.c.kind == k, identities.c.value == v) for k, v in pairs])
-    found = conn.execute(sa.select(identities.c.customer_id, identities.c.kind, identities.c.value)
-                         .where(cond)).all()
+    found = conn.execute(_FIND_IDENTITIES, {"pairs": pairs}).all()
     strong: dict[int, str] = {}
     weak: set[int] = set()
     for cid, kind, _ in found:

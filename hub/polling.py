@@ -20,6 +20,7 @@ import hashlib
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -182,7 +183,7 @@ class PollRunner:
         bucket does the waiting)."""
         cursor = await load_cursor(self.db, self.source_id, stream.name)
         try:
-            async for batch in stream.poll(cursor):
+            async for batch in prefetched(stream.poll(cursor)):
                 await self.store(stream.name, batch)
                 if batch.after_commit is not None:
                     await batch.after_commit()
@@ -332,6 +333,39 @@ class PollRunner:
                 healthy=h.healthy, circuit=h.circuit.value, last_success_at=h.last_success_at,
                 last_error=h.last_error, last_error_at=h.last_error_at,
                 lag_seconds=h.lag_seconds(now), updated_at=now))
+
+
+_END = object()
+
+
+async def prefetched(batches: AsyncIterator[PollBatch]) -> AsyncIterator[PollBatch]:
+    """``batches``, with the next one already being fetched while the caller
+    stores this one: a page's platform round trip overlaps the previous page's
+    commit. Order is kept, so cursors still commit in order; an error from the
+    platform arrives after the batches read before it."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+
+    async def produce() -> None:
+        try:
+            async for batch in batches:
+                await queue.put(batch)
+            await queue.put(_END)
+        except Exception as err:  # noqa: BLE001 - handed to the consumer, in order
+            await queue.put(err)
+
+    task = asyncio.create_task(produce())
+    try:
+        while True:
+            item = await queue.get()
+            if item is _END:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def window_end(now: datetime, lag: float) -> datetime:

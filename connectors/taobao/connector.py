@@ -30,10 +30,18 @@ from pydantic import ConfigDict, Field, SecretStr
 
 from connectors.lookup_cache import LookupCache
 from connectors.taobao.client import TopClient
+from connectors.taobao.writeback import TaobaoWriteback, TaobaoWritebackConfig
 from connectors.window_poll import Page, WindowedPoll, platform_time
 from hub.config import Duration, PolledSourceConfig
 from hub.errors import SourceRejected
-from hub.interfaces import ConnectorSpec, InboundEvent, PollBatch, PollStream, SourceKind
+from hub.interfaces import (
+    ConnectorSpec,
+    DestinationKind,
+    InboundEvent,
+    PollBatch,
+    PollStream,
+    SourceKind,
+)
 from hub.quota import TokenBucket
 
 log = structlog.get_logger("connectors.taobao")
@@ -201,4 +209,6 @@ SPEC = ConnectorSpec(
     demo=_demo,
     sources=(SourceKind("taobao", TaobaoSourceConfig, poller=TaobaoSource,
                         summary="Taobao/Tmall TOP refund poll + TMC refund messages"),),
+    destinations=(DestinationKind("taobao", TaobaoWritebackConfig, factory=TaobaoWriteback,
+                                  summary="Taobao refund write-back (agree, refuse, agree return)"),),
 )

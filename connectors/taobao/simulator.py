@@ -366,14 +366,16 @@ class TaobaoSimulator(SimServer):
             ok, message = True, ""
             if refund is None:
                 ok, message = False, "退款单不存在"
-            elif refund["status"] != "WAIT_SELLER_AGREE":
-                ok, message = False, f"退款状态不是等待卖家同意 ({refund['status']})"
+            elif refund["status"] not in ("WAIT_SELLER_AGREE", "WAIT_SELLER_CONFIRM_GOODS"):
+                ok, message = False, f"退款状态不允许同意退款 ({refund['status']})"
             elif int(parts[1]) != round(float(refund["refund_fee"]) * 100):
                 ok, message = False, "退款金额不一致"
             elif int(parts[2]) != refund["refund_version"]:
                 ok, message = False, "退款版本已过期"
+            elif refund["status"] == "WAIT_SELLER_AGREE" and refund["has_good_return"]:
+                self.move(refund, "WAIT_BUYER_RETURN_GOODS")
             else:
-                self.move(refund, "WAIT_BUYER_RETURN_GOODS" if refund["has_good_return"] else "SUCCESS")
+                self.move(refund, "SUCCESS")
             results.append({"refund_id": int(parts[0]), "succ": ok, "message": message})
         return {"is_success": all(r["succ"] for r in results), "msg": "",
                 "results": {"refund_mapping_result": results}}
@@ -393,6 +395,9 @@ class TaobaoSimulator(SimServer):
 
     def _returngoods_agree(self, p: dict[str, str]) -> dict[str, Any]:
         refund = self._refund(p)
+        for name in ("name", "address", "post", "mobile", "seller_address_id"):
+            if not p.get(name):
+                raise TopError(40, f"Missing required arguments:{name}")
         if refund["status"] != "WAIT_SELLER_AGREE" or not refund["has_good_return"]:
             raise TopError(15, "Remote service error", "isv.refund-status-error",
                            f"当前退款状态不能同意退货 ({refund['status']})")

@@ -11,7 +11,14 @@ import orjson
 import pytest
 import respx
 
-from connectors.jd.client import JosClient, JosErrorCodes, classify_error, jos_timestamp, param_json, sign
+from connectors.jd.client import (
+    JosClient,
+    JosErrorCodes,
+    classify_error,
+    jos_timestamp,
+    param_json,
+    sign,
+)
 from hub.errors import SourceAuthError, SourceRejected, SourceThrottled, SourceTransient
 
 V2_PARAMS = {
