@@ -1,11 +1,12 @@
 """Polling throughput: refunds ingested per second from each platform simulator,
 and how close the hub's calls come to the platform's configured quota.
 
-    python bench/poll.py [--records 3000] [--quota 20] [--storage sqlite|postgres]
+    python bench/poll.py [--taobao-records 3000 --taobao-quota 2]
+                         [--jd-records 300 --jd-quota 20] [--storage sqlite|postgres]
 
-Each simulator holds ``--records`` after-sales records modified over the last
-two hours and allows ``--quota`` calls per second (a token bucket, like the
-platform's gateway). The hub, configured with the same quota, polls from an
+Each simulator holds after-sales records modified over the last two hours and
+allows a number of calls per second (a token bucket, like the platform's
+gateway). The hub, configured with the same quota, polls from an
 empty cursor until every record is stored as a raw event, with the pipeline
 running beside it as in production. Printed per platform:
 
@@ -100,22 +101,25 @@ async def run_one(kind: str, records: int, quota: float, db_url: str) -> dict[st
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=3000)
-    parser.add_argument("--quota", type=float, default=20.0, help="platform calls per second")
+    parser.add_argument("--taobao-records", type=int, default=3000)
+    parser.add_argument("--taobao-quota", type=float, default=2.0, help="Taobao calls per second")
+    parser.add_argument("--jd-records", type=int, default=300)
+    parser.add_argument("--jd-quota", type=float, default=20.0, help="JD calls per second")
     parser.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--postgres-url", default=os.environ.get(
         "HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
     logs.configure("error", "console")
-    print(f"polling {args.records} records per platform, quota {args.quota:g} calls/s, {args.storage}")
-    print(f"{'platform':<8} {'records/s':>10} {'ceiling/s':>10} {'calls/s':>8} {'of quota':>9} "
-          f"{'refused':>8} {'ingested':>9} {'tickets':>8}")
-    for kind in ("taobao", "jd"):
+    print(f"polling from empty cursors, {args.storage}")
+    print(f"{'platform':<8} {'records':>8} {'quota':>7} {'records/s':>10} {'ceiling/s':>10} {'calls/s':>8} "
+          f"{'of quota':>9} {'refused':>8} {'ingested':>9} {'tickets':>8}")
+    for kind, records, quota in (("taobao", args.taobao_records, args.taobao_quota),
+                                 ("jd", args.jd_records, args.jd_quota)):
         with tempfile.TemporaryDirectory() as tmp, bench_database(args.storage, Path(tmp), args.postgres_url) as url:
-            r = await run_one(kind, args.records, args.quota, url)
-        print(f"{kind:<8} {r['ingest_rate']:>10.0f} {r['ceiling']:>10.0f} {r['call_rate']:>8.1f} "
-              f"{r['call_rate'] / r['quota']:>8.0%} {r['refused']:>8.0f} {r['ingest_s']:>8.1f}s "
-              f"{r['tickets_s']:>7.1f}s")
+            r = await run_one(kind, records, quota, url)
+        print(f"{kind:<8} {records:>8} {quota:>6g}/s {r['ingest_rate']:>10.0f} {r['ceiling']:>10.0f} "
+              f"{r['call_rate']:>8.1f} {r['call_rate'] / r['quota']:>8.0%} {r['refused']:>8.0f} "
+              f"{r['ingest_s']:>8.1f}s {r['tickets_s']:>7.1f}s")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,43 @@ def demo(
     sys.exit(asyncio.run(run_demo(seconds=seconds, requests=requests, console=out)))
 
 
+@app.command()
+def sources(config: ConfigPath = None) -> None:
+    """Each configured source and, for polled ones, its health, lease and cursor."""
+    from rich.table import Table
+
+    from hub.polling import source_states
+    from hub.storage import Database
+
+    cfg, registry = _load(config)
+
+    async def go() -> dict[str, dict[str, Any]]:
+        db = Database(cfg.storage.url)
+        try:
+            return await source_states(db)
+        finally:
+            await db.close()
+
+    states = asyncio.run(go())
+    table = Table(title="sources")
+    for col in ("id", "kind", "enabled", "health", "circuit", "last success", "lag", "last error", "lease"):
+        table.add_column(col)
+    for s in cfg.sources:
+        st = states.get(s.id)
+        kind = registry.sources.get(s.kind)
+        polled = kind is not None and kind.poller is not None
+        if st is None or "healthy" not in st:
+            health = "never polled" if polled else "webhook"
+            table.add_row(s.id, s.kind, str(s.enabled), health, "", "", "", "", "")
+            continue
+        lag = f"{st['lag_seconds']:.0f}s" if st["lag_seconds"] is not None else ""
+        table.add_row(s.id, s.kind, str(s.enabled),
+                      "[green]healthy[/]" if st["healthy"] else "[red]unhealthy[/]", st["circuit"],
+                      str(st["last_success_at"] or ""), lag, st["last_error"] or "",
+                      f"{st['lease_owner']} until {st['lease_until']}" if st["lease_owner"] else "")
+    out.print(table)
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigPath = None) -> None:
     """Apply database migrations up to the newest."""

@@ -157,6 +157,13 @@ class QuotaConfig(Strict):
 
     calls_per_second: float = Field(default=10.0, gt=0)
     burst: int = Field(default=10, ge=1)
+    # Stay this share under the quota: calls issued exactly at the limit arrive
+    # with network jitter, and the gateway counts arrivals.
+    headroom: float = Field(default=0.05, ge=0, lt=1)
+
+    @property
+    def rate(self) -> float:
+        return self.calls_per_second * (1 - self.headroom)
 
 
 class CircuitConfig(Strict):

@@ -22,6 +22,7 @@ from rich.table import Table
 from hub.config import parse_config
 from hub.daemon import Hub
 from hub.interfaces import DemoContext, DemoPart
+from hub.polling import source_states
 from hub.records import outbox, raw_events, tickets
 from hub.registry import Registry
 from hub.yamlfile import YamlDoc
@@ -94,5 +95,10 @@ async def _summary(hub: Hub, console: Console) -> None:
         table.add_row(f"tickets {status}", str(n))
     table.add_row("pushes (delivered / pending / dead)",
                   f"{pushes.get('delivered', 0)} / {pushes.get('pending', 0)} / {pushes.get('dead', 0)}")
+    for source_id, st in sorted((await source_states(hub.db)).items()):
+        if "healthy" in st:
+            note = f" — last error: {st['last_error']}" if st["last_error"] else ""
+            table.add_row(f"polled source {source_id}",
+                          ("healthy" if st["healthy"] else "UNHEALTHY") + note)
     console.print()
     console.print(table)

@@ -371,3 +371,20 @@ async def prefetched(batches: AsyncIterator[PollBatch]) -> AsyncIterator[PollBat
 def window_end(now: datetime, lag: float) -> datetime:
     """The newest modified time a poll may read now, to whole seconds (the APIs' unit)."""
     return (now - timedelta(seconds=lag)).astimezone(UTC).replace(microsecond=0)
+
+
+async def source_states(db: Database) -> dict[str, dict[str, Any]]:
+    """Every polled source's health, lease and cursors as the database has them
+    (what ``hub sources``, the demo and the admin API show)."""
+    async with db.read() as conn:
+        states = (await conn.execute(sa.select(source_state))).all()
+        cursors = (await conn.execute(sa.select(source_cursors))).all()
+    out: dict[str, dict[str, Any]] = {}
+    for s in states:
+        out[s.source_id] = {
+            "healthy": s.healthy, "circuit": s.circuit, "last_success_at": s.last_success_at,
+            "last_error": s.last_error, "last_error_at": s.last_error_at, "lag_seconds": s.lag_seconds,
+            "lease_owner": s.lease_owner, "lease_until": s.lease_until, "cursors": {}}
+    for c in cursors:
+        out.setdefault(c.source_id, {"cursors": {}})["cursors"][c.stream] = c.cursor
+    return out

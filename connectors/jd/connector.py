@@ -74,7 +74,7 @@ ORDER_FIELDS = "orderId,orderTotalPrice,orderPayment,orderState,orderStartTime,p
 class JdSource:
     def __init__(self, config: JdSourceConfig):
         self.config = config
-        self.quota = TokenBucket(config.quota.calls_per_second, config.quota.burst)
+        self.quota = TokenBucket(config.quota.rate, config.quota.burst)
         codes = config.error_codes
         self.client = JosClient(config.api_url, config.app_key, config.app_secret.get_secret_value(),
                                 config.access_token.get_secret_value(), quota=self.quota,

@@ -90,7 +90,7 @@ def _list(container: Any, key: str) -> list[Any]:
 class TaobaoSource:
     def __init__(self, config: TaobaoSourceConfig):
         self.config = config
-        self.quota = TokenBucket(config.quota.calls_per_second, config.quota.burst)
+        self.quota = TokenBucket(config.quota.rate, config.quota.burst)
         self.client = TopClient(config.api_url, config.app_key, config.app_secret.get_secret_value(),
                                 config.session.get_secret_value(), sign_method=config.sign_method,
                                 quota=self.quota, timeout=config.timeout)

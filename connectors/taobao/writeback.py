@@ -83,7 +83,7 @@ class TaobaoWriteback:
         self.config = config
         self.client = TopClient(config.api_url, config.app_key, config.app_secret.get_secret_value(),
                                 config.session.get_secret_value(), sign_method=config.sign_method,
-                                quota=TokenBucket(config.quota.calls_per_second, config.quota.burst),
+                                quota=TokenBucket(config.quota.rate, config.quota.burst),
                                 timeout=config.timeout, attempts=1)
 
     async def deliver(self, push: Push, http: aiohttp.ClientSession) -> Receipt:

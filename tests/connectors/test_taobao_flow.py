@@ -5,13 +5,18 @@ cursor, poll + TMC message as one ticket, the stale guard, and health."""
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from connectors.simserver import PlatformQuota
 from connectors.taobao.connector import _event
@@ -232,3 +237,22 @@ async def _count_site_tickets(hub: Hub) -> bool:
 
 async def _count_tb_tickets(hub: Hub) -> bool:
     return await count(hub, tickets, tickets.c.source_id == "tb") == 1
+
+
+async def test_hub_sources_shows_the_platform_message(
+        registry: Registry, db_url: str, pii_key: str, site_secret: str, sim: TaobaoSimulator,
+        tmp_path: Path) -> None:
+    sim.session_valid = False
+    source = taobao_source(sim, mode=["poll"])
+    hub = await start_hub(registry, db_url, pii_key, site_secret, [source])
+    try:
+        await wait_until(lambda: _state_row(hub, healthy=False), timeout=10)
+    finally:
+        await hub.stop()
+    config = tmp_path / "hub.yaml"
+    config.write_text(yaml.safe_dump({"storage": {"url": db_url}, "security": {"pii_key": pii_key},
+                                      "sources": [source]}, allow_unicode=True))
+    res = subprocess.run([sys.executable, "-m", "hub", "sources", "-c", str(config)], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "COLUMNS": "250"})
+    assert res.returncode == 0, res.stderr
+    assert "unhealthy" in res.stdout and "SessionKey非法或已过期" in res.stdout
