@@ -153,3 +153,20 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
 async def count(hub: Hub, table: sa.Table, *where: Any) -> int:
     async with hub.db.read() as conn:
         return int((await conn.execute(sa.select(sa.func.count()).select_from(table).where(*where))).scalar_one())
+
+
+def render_push(mapping: str, ctx: dict[str, Any], destination: str) -> Any:
+    """A Push as the pipeline would make it: ``ctx`` rendered by the outbound mapping."""
+    import orjson
+
+    from hub.interfaces import Push
+    from hub.mapping import MappingSet
+
+    payload = orjson.dumps(MappingSet().outbound(mapping).render(ctx))
+    return Push(1, destination, f"msg_{destination}_1_1", "ticket.status_changed", payload, 1)
+
+
+async def deliver_once(destination: Any, push: Any) -> Any:
+    """One delivery attempt, as a delivery worker makes it."""
+    async with aiohttp.ClientSession() as session:
+        return await destination.deliver(push, session)

@@ -21,11 +21,13 @@ source (``error_codes``), and the defaults say where each came from.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import datetime
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from connectors.platform_api import GatewayClient
 from connectors.signing import md5_wrapped, sorted_concat
@@ -40,11 +42,21 @@ class JosErrorCodes:
     # Confirmed by real responses: 12 无效签名, 19 无效access_token. The others
     # follow the TOP-derived numbering JOS shares (app key, timestamp, session
     # expiry) and are overridable.
-    auth: Collection[str] = field(default_factory=lambda: {"11", "12", "19", "20", "21", "22"})
+    auth: Collection[str] = dc_field(default_factory=lambda: {"11", "12", "19", "20", "21", "22"})
     # Call-frequency limits; not confirmed in a JD source: configurable.
-    throttle: Collection[str] = field(default_factory=lambda: {"67", "68", "69"})
+    throttle: Collection[str] = dc_field(default_factory=lambda: {"67", "68", "69"})
     # Service unavailable / timeout on JD's side.
-    transient: Collection[str] = field(default_factory=lambda: {"1", "66", "91"})
+    transient: Collection[str] = dc_field(default_factory=lambda: {"1", "66", "91"})
+
+
+class JdErrorCodesConfig(BaseModel):
+    """Which JOS error codes mean what (JD's table is not public: override here)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    auth: list[str] = Field(default_factory=lambda: sorted(JosErrorCodes().auth))
+    throttle: list[str] = Field(default_factory=lambda: sorted(JosErrorCodes().throttle))
+    transient: list[str] = Field(default_factory=lambda: sorted(JosErrorCodes().transient))
 
 
 def sign(params: Mapping[str, Any], secret: str) -> str:
@@ -113,3 +125,26 @@ class JosClient(GatewayClient):
         if str(inner.get("code", "0")) != "0":
             raise classify_error(inner, self.codes)
         return inner
+
+
+class JosAccess(BaseModel):
+    """The app's and the seller's JOS credentials and identity: a source and a
+    write-back share them."""
+
+    api_url: str = "https://api.jd.com/routerjson"
+    app_key: str
+    app_secret: SecretStr
+    access_token: SecretStr
+    bu_id: str | None = None          # the shop (venderId) for multi-shop apps
+    operate_pin: str | None = None    # the seller account the calls act as
+    error_codes: JdErrorCodesConfig = JdErrorCodesConfig()
+
+    def jos_client(self, quota: TokenBucket, timeout: float, attempts: int = 3) -> JosClient:
+        codes = self.error_codes
+        return JosClient(self.api_url, self.app_key, self.app_secret.get_secret_value(),
+                         self.access_token.get_secret_value(), quota=quota, timeout=timeout,
+                         attempts=attempts,
+                         codes=JosErrorCodes(set(codes.auth), set(codes.throttle), set(codes.transient)))
+
+    def operator(self) -> dict[str, Any]:
+        return {"buId": self.bu_id, "operatePin": self.operate_pin}

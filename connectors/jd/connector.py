@@ -27,41 +27,25 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field
 
-from connectors.jd.client import JosClient, JosErrorCodes
+from connectors.jd.client import JosAccess
+from connectors.jd.writeback import JdWriteback, JdWritebackConfig
 from connectors.lookup_cache import LookupCache
 from connectors.window_poll import Page, WindowedPoll, platform_time
 from hub.config import PolledSourceConfig
 from hub.errors import SourceRejected
-from hub.interfaces import ConnectorSpec, InboundEvent, PollStream, SourceKind
+from hub.interfaces import ConnectorSpec, DestinationKind, InboundEvent, PollStream, SourceKind
 from hub.mapping import compile_template_path
 from hub.quota import TokenBucket
 
 
-class JdErrorCodesConfig(BaseModel):
-    """Which JOS error codes mean what (JD's table is not public: override here)."""
-
+class JdSourceConfig(PolledSourceConfig, JosAccess):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    auth: list[str] = Field(default_factory=lambda: sorted(JosErrorCodes().auth))
-    throttle: list[str] = Field(default_factory=lambda: sorted(JosErrorCodes().throttle))
-    transient: list[str] = Field(default_factory=lambda: sorted(JosErrorCodes().transient))
-
-
-class JdSourceConfig(PolledSourceConfig):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    api_url: str = "https://api.jd.com/routerjson"
-    app_key: str
-    app_secret: SecretStr
-    access_token: SecretStr
-    bu_id: str | None = None          # the shop (venderId) for multi-shop apps
-    operate_pin: str | None = None    # the seller account the calls act as
     fetch_detail: bool = True         # jingdong.asc.query.view per service
     fetch_orders: bool = True         # jingdong.pop.order.get per new order
     page_size: int = Field(default=50, ge=1, le=100)
-    error_codes: JdErrorCodesConfig = JdErrorCodesConfig()
     list_items: str = "pageResult.data"
     list_total: str = "pageResult.totalCount"
     view_item: str = "result.data"
@@ -75,11 +59,7 @@ class JdSource:
     def __init__(self, config: JdSourceConfig):
         self.config = config
         self.quota = TokenBucket(config.quota.rate, config.quota.burst)
-        codes = config.error_codes
-        self.client = JosClient(config.api_url, config.app_key, config.app_secret.get_secret_value(),
-                                config.access_token.get_secret_value(), quota=self.quota,
-                                timeout=config.timeout,
-                                codes=JosErrorCodes(set(codes.auth), set(codes.throttle), set(codes.transient)))
+        self.client = config.jos_client(self.quota, config.timeout)
         self._items = compile_template_path(config.list_items)
         self._total = compile_template_path(config.list_total)
         self._view = compile_template_path(config.view_item)
@@ -92,11 +72,8 @@ class JdSource:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    def _operator(self) -> dict[str, Any]:
-        return {"buId": self.config.bu_id, "operatePin": self.config.operate_pin}
-
     async def _page(self, start: datetime, end: datetime, page_no: int, size: int) -> Page:
-        resp = await self.client.call("jingdong.asc.query.list", **self._operator(),
+        resp = await self.client.call("jingdong.asc.query.list", **self.config.operator(),
                                       updateTimeBegin=platform_time(start), updateTimeEnd=platform_time(end),
                                       pageNumber=page_no, pageSize=size)
         self._check_success(resp, "jingdong.asc.query.list")
@@ -114,7 +91,7 @@ class JdSource:
     async def detail(self, row: dict[str, Any]) -> dict[str, Any]:
         if not self.config.fetch_detail:
             return row
-        resp = await self.client.call("jingdong.asc.query.view", **self._operator(),
+        resp = await self.client.call("jingdong.asc.query.view", **self.config.operator(),
                                       serviceId=row.get("serviceId"), orderId=row.get("orderId"))
         self._check_success(resp, "jingdong.asc.query.view")
         found = self._view(resp)
@@ -151,4 +128,6 @@ SPEC = ConnectorSpec(
     demo=_demo,
     sources=(SourceKind("jd", JdSourceConfig, poller=JdSource,
                         summary="JD JOS after-sales service poll (list + detail)"),),
+    destinations=(DestinationKind("jd", JdWritebackConfig, factory=JdWriteback,
+                                  summary="JD review write-back (refuse)"),),
 )

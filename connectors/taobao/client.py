@@ -22,7 +22,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, SecretStr
 
 from connectors.platform_api import GatewayClient
 from connectors.signing import hmac_hex, md5_wrapped, sorted_concat
@@ -117,3 +119,18 @@ class TopClient(GatewayClient):
         if not isinstance(inner, dict):
             raise SourceTransient(f"TOP {method}: no {response_key(method)} in the answer")
         return inner
+
+
+class TopAccess(BaseModel):
+    """The app's and the seller's TOP credentials: a source and a write-back share them."""
+
+    api_url: str = "https://gw.api.taobao.com/router/rest"
+    app_key: str
+    app_secret: SecretStr
+    session: SecretStr
+    sign_method: Literal["md5", "hmac", "hmac-sha256"] = "hmac-sha256"
+
+    def top_client(self, quota: TokenBucket, timeout: float, attempts: int = 3) -> TopClient:
+        return TopClient(self.api_url, self.app_key, self.app_secret.get_secret_value(),
+                         self.session.get_secret_value(), sign_method=self.sign_method, quota=quota,
+                         timeout=timeout, attempts=attempts)

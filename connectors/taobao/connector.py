@@ -26,10 +26,10 @@ from typing import Any, Literal
 
 import orjson
 import structlog
-from pydantic import ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field
 
 from connectors.lookup_cache import LookupCache
-from connectors.taobao.client import TopClient
+from connectors.taobao.client import TopAccess
 from connectors.taobao.writeback import TaobaoWriteback, TaobaoWritebackConfig
 from connectors.window_poll import Page, WindowedPoll, platform_time
 from hub.config import Duration, PolledSourceConfig
@@ -54,14 +54,9 @@ TRADE_FIELDS = ("tid,status,payment,created,modified,buyer_nick,buyer_open_uid,r
 REFUND_TOPIC_PREFIX = "taobao_refund_"
 
 
-class TaobaoSourceConfig(PolledSourceConfig):
+class TaobaoSourceConfig(PolledSourceConfig, TopAccess):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    api_url: str = "https://gw.api.taobao.com/router/rest"
-    app_key: str
-    app_secret: SecretStr
-    session: SecretStr
-    sign_method: Literal["md5", "hmac", "hmac-sha256"] = "hmac-sha256"
     mode: list[Literal["poll", "messages"]] = Field(default_factory=lambda: ["poll", "messages"])
     messages_every: Duration = 5.0
     tmc_group: str = "default"
@@ -91,9 +86,7 @@ class TaobaoSource:
     def __init__(self, config: TaobaoSourceConfig):
         self.config = config
         self.quota = TokenBucket(config.quota.rate, config.quota.burst)
-        self.client = TopClient(config.api_url, config.app_key, config.app_secret.get_secret_value(),
-                                config.session.get_secret_value(), sign_method=config.sign_method,
-                                quota=self.quota, timeout=config.timeout)
+        self.client = config.top_client(self.quota, config.timeout)
         self._trades = LookupCache(self._fetch_trade, what="trade")
 
     def streams(self) -> list[PollStream]:

@@ -20,21 +20,15 @@ PLATFORMS.md §1.5 (``bububa/opentaobao:model/refund/*APIRequest.go``).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.taobao.client import TopClient
+from connectors.taobao.client import TopAccess
+from connectors.writeback import as_delivery, read_decision
 from hub.config import DestinationConfig, QuotaConfig
-from hub.errors import (
-    Permanent,
-    Retryable,
-    SourceError,
-    SourceRejected,
-    SourceThrottled,
-)
+from hub.errors import Permanent, Retryable
 from hub.interfaces import Push, Receipt
 from hub.quota import TokenBucket
 
@@ -58,14 +52,9 @@ class ReturnAddress(BaseModel):
     seller_address_id: int
 
 
-class TaobaoWritebackConfig(DestinationConfig):
+class TaobaoWritebackConfig(DestinationConfig, TopAccess):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    api_url: str = "https://gw.api.taobao.com/router/rest"
-    app_key: str
-    app_secret: SecretStr
-    session: SecretStr
-    sign_method: Literal["md5", "hmac", "hmac-sha256"] = "hmac-sha256"
     source: str | None = None          # act only on tickets of this Taobao source
     mapping: str | None = "taobao_writeback"
     refuse_message: str = Field(default="经核实，该退款申请不符合退款条件，如有疑问请联系客服。",
@@ -81,27 +70,15 @@ def _fen(yuan: Any) -> int:
 class TaobaoWriteback:
     def __init__(self, config: TaobaoWritebackConfig):
         self.config = config
-        self.client = TopClient(config.api_url, config.app_key, config.app_secret.get_secret_value(),
-                                config.session.get_secret_value(), sign_method=config.sign_method,
-                                quota=TokenBucket(config.quota.rate, config.quota.burst),
-                                timeout=config.timeout, attempts=1)
+        self.client = config.top_client(TokenBucket(config.quota.rate, config.quota.burst),
+                                        config.timeout, attempts=1)
 
     async def deliver(self, push: Push, http: aiohttp.ClientSession) -> Receipt:
         # TOP calls go through the signed httpx client, not the shared aiohttp session.
-        order = orjson.loads(push.payload)
-        if self.config.source and order.get("source_id") != self.config.source:
-            return Receipt(204, f"ticket of source {order.get('source_id')!r}: not ours")
-        want = TARGET.get(str(order.get("to_status")))
-        if want is None:
-            return Receipt(204, f"nothing to do on Taobao for {order.get('to_status')!r}")
-        try:
-            return await self._carry_out(order, want)
-        except SourceThrottled as err:
-            raise Retryable(str(err), retry_after=err.retry_after) from None
-        except SourceRejected as err:
-            raise Permanent(str(err), body=str(err)) from None
-        except SourceError as err:  # transient, or credentials to be renewed: try later
-            raise Retryable(str(err)) from None
+        decision, skip = read_decision(push, self.config.source, set(TARGET))
+        if skip is not None:
+            return skip
+        return await as_delivery(self._carry_out(decision, TARGET[decision["to_status"]]))
 
     async def _carry_out(self, order: dict[str, Any], want: str) -> Receipt:
         refund_id = order["refund_id"]

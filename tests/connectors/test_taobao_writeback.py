@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-import orjson
 import pytest
 
 from connectors.taobao.simulator import TaobaoSimulator
@@ -15,10 +13,9 @@ from connectors.taobao.writeback import TaobaoWriteback, TaobaoWritebackConfig
 from hub.daemon import Hub
 from hub.errors import Permanent, Retryable
 from hub.interfaces import Push
-from hub.mapping import MappingSet
 from hub.records import outbox
 from hub.registry import Registry
-from tests.conftest import count, make_config, wait_until
+from tests.conftest import count, deliver_once, make_config, render_push, wait_until
 from tests.connectors.test_taobao_flow import taobao_source
 
 ADDRESS = {"name": "售后仓", "address": "杭州市余杭区仓前街道1号", "post": "311100",
@@ -44,32 +41,26 @@ def push_for(refund: dict[str, Any], to_status: str, amount: int | None = None) 
     ctx = {"ticket": {"external_id": str(refund["refund_id"]), "source_id": "tb", "channel": "taobao",
                       "refund_amount": amount if amount is not None else round(float(refund["refund_fee"]) * 100)},
            "change": {"from": "pending_review", "to": to_status}}
-    payload = orjson.dumps(MappingSet().outbound("taobao_writeback").render(ctx))
-    return Push(1, "tbw", "msg_tbw_1_1", "ticket.status_changed", payload, 1)
-
-
-async def deliver(dest: TaobaoWriteback, push: Push) -> Any:
-    async with aiohttp.ClientSession() as http:
-        return await dest.deliver(push, http)
+    return render_push("taobao_writeback", ctx, "tbw")
 
 
 async def test_reject_refuses_on_taobao_once(sim: TaobaoSimulator) -> None:
     refund = sim.create_refund()
     dest = writeback(sim)
-    receipt = await deliver(dest, push_for(refund, "rejected"))
+    receipt = await deliver_once(dest, push_for(refund, "rejected"))
     assert receipt.status == 200 and "refused" in receipt.body
     assert refund["status"] == "SELLER_REFUSE_BUYER" and sim.calls["taobao.refund.refuse"] == 1
-    again = await deliver(dest, push_for(refund, "rejected"))  # a retry of the same push
+    again = await deliver_once(dest, push_for(refund, "rejected"))  # a retry of the same push
     assert "already" in again.body and sim.calls["taobao.refund.refuse"] == 1
 
 
 async def test_agree_refund_and_agree_return(sim: TaobaoSimulator) -> None:
     dest = writeback(sim)
     refund_only = next(r for r in (sim.create_refund() for _ in range(20)) if not r["has_good_return"])
-    await deliver(dest, push_for(refund_only, "refund_pending"))
+    await deliver_once(dest, push_for(refund_only, "refund_pending"))
     assert refund_only["status"] == "SUCCESS"
     with_return = next(r for r in (sim.create_refund() for _ in range(20)) if r["has_good_return"])
-    await deliver(dest, push_for(with_return, "awaiting_return"))
+    await deliver_once(dest, push_for(with_return, "awaiting_return"))
     assert with_return["status"] == "WAIT_BUYER_RETURN_GOODS"
     assert sim.calls["taobao.rp.returngoods.agree"] == 1 and sim.calls["taobao.rp.refunds.agree"] == 1
 
@@ -78,20 +69,20 @@ async def test_what_cannot_be_done_is_permanent(sim: TaobaoSimulator) -> None:
     dest = writeback(sim)
     refund = sim.create_refund()
     with pytest.raises(Permanent, match="now asks"):
-        await deliver(dest, push_for(refund, "refund_pending", amount=1))
+        await deliver_once(dest, push_for(refund, "refund_pending", amount=1))
     sim.move(refund, "CLOSED")
     with pytest.raises(Permanent, match="can no longer be refused"):
-        await deliver(dest, push_for(refund, "rejected"))
+        await deliver_once(dest, push_for(refund, "rejected"))
     returning = next(r for r in (sim.create_refund() for _ in range(20)) if r["has_good_return"])
     with pytest.raises(Permanent, match="return_address is not configured"):
-        await deliver(writeback(sim, return_address=None), push_for(returning, "awaiting_return"))
+        await deliver_once(writeback(sim, return_address=None), push_for(returning, "awaiting_return"))
 
 
 async def test_call_limit_is_retryable_with_the_ban_time(sim: TaobaoSimulator) -> None:
     refund = sim.create_refund()
     sim.quota.inject(1)
     with pytest.raises(Retryable) as err:
-        await deliver(writeback(sim), push_for(refund, "rejected"))
+        await deliver_once(writeback(sim), push_for(refund, "rejected"))
     assert err.value.retry_after == 1.0
 
 
