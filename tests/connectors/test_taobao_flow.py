@@ -256,3 +256,27 @@ async def test_hub_sources_shows_the_platform_message(
                          text=True, timeout=60, env={**os.environ, "COLUMNS": "250"})
     assert res.returncode == 0, res.stderr
     assert "unhealthy" in res.stdout and "SessionKey非法或已过期" in res.stdout
+
+
+async def test_one_process_polls_a_source_at_a_time_and_another_takes_over(
+        registry: Registry, db_url: str, pii_key: str, site_secret: str, sim: TaobaoSimulator) -> None:
+    now = utcnow()
+    sim.populate(300, now - timedelta(hours=1), now - timedelta(seconds=30))
+    source = taobao_source(sim, mode=["poll"], fetch_orders=False)
+    first = await start_hub(registry, db_url, pii_key, site_secret, [source])
+    second = await start_hub(registry, db_url, pii_key, site_secret, [source])
+    try:
+        await wait_until(lambda: _all_there(first, sim), timeout=30, interval=0.2)
+        a, b = first.pollers["tb"], second.pollers["tb"]
+        assert a.health.leased and not b.health.leased  # the second one waits
+        assert b.health.events_stored == 0
+        await first.stop()  # gives its lease back
+        sim.create_refund()
+        await wait_until(lambda: b.health.leased, timeout=10)
+        await wait_until(lambda: _all_there(second, sim), timeout=10, interval=0.2)
+        assert b.health.events_stored >= 1
+        assert await count(second, raw_events) == 301
+    finally:
+        await second.stop()
+        if not first.draining:
+            await first.stop()
