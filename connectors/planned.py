@@ -12,7 +12,6 @@ from hub.interfaces import ConnectorSpec, DestinationKind, SourceKind
 CONNECTORS = ConnectorSpec(
     name="planned",
     sources=tuple(SourceKind(k, available=False, summary=s) for k, s in (
-        ("wechat", "WeChat mini-program / 微信小店 message push"),
         ("callcenter", "400 line CDR push"),
     )),
     destinations=tuple(DestinationKind(k, available=False, summary=s) for k, s in (

@@ -60,6 +60,18 @@ class WebhookSource(Protocol):
         ...
 
 
+class ChallengedSource(WebhookSource, Protocol):
+    """A webhook source whose platform checks the URL with a GET first (WeChat).
+
+    Its ``receive`` may also be a coroutine when it must ask the platform
+    for details before the events are worth storing.
+    """
+
+    def challenge(self, request: InboundRequest) -> Reply:
+        """Answer the platform's GET; raise VerificationError when it is not the platform."""
+        ...
+
+
 @dataclass
 class PollBatch:
     """Events one poll step found, and the cursor that is true once they are stored.

@@ -267,7 +267,7 @@ class Compiler:
         map_default = spec.get("map_default")
         if allowed is not None:
             for key in ("value", "default", "map_default"):
-                if key in spec and spec[key] is not None and spec[key] not in allowed:
+                if key in spec and spec[key] not in (None, "") and spec[key] not in allowed:
                     self.error(join_path(where, key), f"{spec[key]!r} is not one of {', '.join(allowed)}")
         cast: Callable[[Any], Any] | None = None
         if "cast" in spec:
@@ -346,6 +346,9 @@ CUSTOMER_FIELDS = {"display_name": None, "phone": None, "address": None, "email"
 IDENTITY_KINDS = ("taobao_open_uid", "taobao_nick", "jd_pin", "wechat_openid", "wechat_unionid",
                   "phone", "email", "site_user")
 REQUIRED_TICKET = ("external_id", "type", "status")
+# attach: true → the turn goes on the customer's open ticket when there is one.
+INTERACTION_FIELDS = {"kind": ("message", "call"), "text": None, "attach": None, "at": None,
+                      "detail": None}
 
 
 @dataclass(frozen=True)
@@ -356,6 +359,11 @@ class Normalized:
     order: dict[str, Any] | None
     customer: dict[str, Any]
     identities: list[tuple[str, str]]
+    # A conversation turn (a chat message, a call): recorded on the customer's
+    # open ticket when ``attach`` and there is one, else on the ticket it opens.
+    interaction: dict[str, Any] | None = None
+    # Why this event makes no ticket at all (a session-opened ping, say), or None.
+    ignored: str | None = None
 
 
 @dataclass
@@ -368,6 +376,8 @@ class InboundMapping:
     _order: dict[str, Getter]
     _customer: dict[str, Getter]
     _identities: dict[str, Getter]
+    _interaction: dict[str, Getter] | None = None
+    _ignore: Getter | None = None
 
     @property
     def label(self) -> str:
@@ -382,6 +392,13 @@ class InboundMapping:
     def apply(self, doc: dict[str, Any]) -> Normalized:
         """Pure: ``{"body", "headers", "source"}`` → Normalized, or Quarantine."""
         try:
+            ignored = self._ignore(doc) if self._ignore is not None else None
+            if ignored not in _EMPTY and ignored is not False:
+                return Normalized(ticket={}, order=None, customer={}, identities=[], ignored=str(ignored))
+            interaction = ({k: g(doc) for k, g in self._interaction.items()}
+                           if self._interaction is not None else None)
+            if interaction is not None and interaction.get("kind") in _EMPTY:
+                interaction = None  # this event is not a conversation turn
             ticket = {k: g(doc) for k, g in self._ticket.items()}
             order = {k: g(doc) for k, g in self._order.items()}
             customer = {k: g(doc) for k, g in self._customer.items()}
@@ -395,7 +412,8 @@ class InboundMapping:
         order_out = order if order.get("external_id") not in _EMPTY else None
         if order_out is not None:
             order_out["external_id"] = str(order_out["external_id"])
-        return Normalized(ticket=ticket, order=order_out, customer=customer, identities=idents)
+        return Normalized(ticket=ticket, order=order_out, customer=customer, identities=idents,
+                          interaction=interaction)
 
 
 def _section(c: Compiler, data: dict[str, Any], name: str, allowed: dict[str, Any]) -> dict[str, Getter]:
@@ -416,7 +434,8 @@ def _compile_inbound(doc: YamlDoc, name: str) -> InboundMapping:
     data = doc.data
     c = Compiler(doc)
     for key in sorted(set(data) - {"name", "kind", "version", "description", "dedupe_key",
-                                   "ticket", "order", "customer", "identities"}):
+                                   "ticket", "order", "customer", "identities", "interaction",
+                                   "ignore"}):
         c.error(key, "unknown key")
     dedupe_spec = data.get("dedupe_key")
     if dedupe_spec is None:
@@ -433,10 +452,14 @@ def _compile_inbound(doc: YamlDoc, name: str) -> InboundMapping:
     order = _section(c, data, "order", ORDER_FIELDS)
     customer = _section(c, data, "customer", CUSTOMER_FIELDS)
     identities = _section(c, data, "identities", {k: None for k in IDENTITY_KINDS})
+    interaction = _section(c, data, "interaction", INTERACTION_FIELDS) if "interaction" in data else None
+    if interaction is not None and "kind" not in interaction:
+        c.error("interaction.kind", "required field is missing (message or call)")
+    ignore = c.field(data["ignore"], "ignore") if "ignore" in data else None
     if c.problems:
         raise MappingError(c.problems)
     return InboundMapping(name, str(data.get("version")), doc.file, dedupe, ticket, order,
-                          customer, identities)
+                          customer, identities, interaction, ignore)
 
 
 # --------------------------------------------------------------------- outbound

@@ -26,7 +26,7 @@ import structlog
 
 from hub.config import DestinationConfig, SourceConfig, SyncRule
 from hub.errors import Quarantine
-from hub.lifecycle import Outcome, decide
+from hub.lifecycle import OPEN_STATUSES, Outcome, decide
 from hub.linking import Merge, link_customer, link_order, update_by_id
 from hub.mapping import InboundMapping, Normalized, OutboundMapping
 from hub.pii import PiiCipher
@@ -58,6 +58,10 @@ _TICKET_FOR_UPDATE = _TICKET.with_for_update()
 _NEW_TICKET = sa.insert(tickets).returning(tickets.c.id)
 _UPDATE_TICKET = update_by_id(tickets)
 _NEW_TIMELINE = sa.insert(ticket_events).returning(ticket_events.c.id)
+_OPEN_TICKET_OF = (sa.select(tickets.c.id)
+                   .where(tickets.c.customer_id == sa.bindparam("cid"),
+                          tickets.c.status.in_(sa.bindparam("open", expanding=True)))
+                   .order_by(tickets.c.updated_at.desc(), tickets.c.id.desc()).limit(1))
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,10 @@ class Pipeline:
                           mapping=rt.mapping.label if rt else None)
             log.warning("event quarantined", source=row.source_id, event_id=row.id, reason=str(q))
             return "quarantined"
+        if normalized.ignored is not None:
+            self._settle(conn, row.id, "done", now, reason=f"ignored: {normalized.ignored}",
+                         mapping=rt.mapping.label)
+            return "ignored"
         savepoint = conn.begin_nested()
         try:
             ticket_id = self._apply(conn, rt, row.id, normalized, now)
@@ -177,6 +185,16 @@ class Pipeline:
     def _apply(self, conn: sa.Connection, rt: SourceRuntime, raw_id: int,
                n: Normalized, now: datetime) -> int:
         customer_id, merges = link_customer(conn, self.cipher, n.customer, n.identities, now, raw_id)
+        if n.interaction is not None and n.interaction.get("attach") and customer_id is not None:
+            open_ticket = conn.execute(_OPEN_TICKET_OF, {"cid": customer_id, "open": list(OPEN_STATUSES)}).scalar()
+            if open_ticket is not None:
+                # A chat message or a call about what is already being handled:
+                # part of that ticket's story, not a new ticket.
+                self._interaction(conn, open_ticket, n.interaction, rt, raw_id, now)
+                conn.execute(_UPDATE_TICKET, {"row_id": open_ticket, "updated_at": now})
+                self._enqueue(conn, open_ticket,
+                              [c for m in merges for c in self._record_merge(conn, m, raw_id, now)], now)
+                return int(open_ticket)
         order_id = None
         if n.order is not None:
             order_id = link_order(conn, rt.channel, rt.config.id, n.order, customer_id, now)
@@ -226,10 +244,20 @@ class Pipeline:
                     tl = self._timeline(conn, ticket_id, "updated", raw_id, now,
                                         detail={"fields": sorted(diff)})
                     changes.append(Change("ticket.updated", current.status, current.status, tl))
+        if n.interaction is not None:
+            self._interaction(conn, ticket_id, n.interaction, rt, raw_id, now)
         for merge in merges:
             changes.extend(self._record_merge(conn, merge, raw_id, now))
         self._enqueue(conn, ticket_id, changes, now)
         return ticket_id
+
+    def _interaction(self, conn: sa.Connection, ticket_id: int, turn: dict[str, Any], rt: SourceRuntime,
+                     raw_id: int, now: datetime) -> None:
+        detail = {"channel": rt.channel, "source_id": rt.config.id, "text": turn.get("text"),
+                  "at": iso(turn["at"]) if isinstance(turn.get("at"), datetime) else turn.get("at")}
+        if turn.get("detail") is not None:
+            detail["detail"] = turn["detail"]
+        self._timeline(conn, ticket_id, str(turn["kind"]), raw_id, now, detail=detail)
 
     def _timeline(self, conn: sa.Connection, ticket_id: int, kind: str, raw_id: int | None,
                   now: datetime, *, from_status: str | None = None,

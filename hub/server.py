@@ -7,6 +7,7 @@ storage failure is a 503 with Retry-After (the platform will resend), never a
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -68,6 +69,8 @@ def build_app(hub: Hub) -> web.Application:
         connector, mapping = rt
         try:
             events = connector.receive(inbound)
+            if inspect.isawaitable(events):  # a connector that must ask its platform first
+                events = await events
             # Bodies carry phones and addresses: sealed before they touch the disk.
             raw = [NewRawEvent(source_id, mapping.dedupe_key(event_document(source_id, e.headers, e.document)),
                                hub.cipher.seal_body(e.body), e.headers) for e in events]
@@ -90,6 +93,26 @@ def build_app(hub: Hub) -> web.Application:
         reply = connector.acknowledge(stored.stored, stored.duplicates)
         return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
 
+    async def challenge(request: web.Request) -> web.Response:
+        """GET on a webhook URL: the platform checking it is ours (WeChat's echostr)."""
+        source_id = request.match_info["source_id"]
+        rt = hub.webhook_sources.get(source_id)
+        if rt is None:
+            return _error(404, "unknown_source", f"no webhook source {source_id!r}")
+        answer = getattr(rt[0], "challenge", None)
+        if answer is None:
+            return _error(405, "method_not_allowed", f"source {source_id!r} takes POST only",
+                          {"Allow": "POST"})
+        inbound = InboundRequest(method="GET", path=request.path, query=request.query,
+                                 headers=request.headers, body=b"", remote=request.remote)
+        try:
+            reply = answer(inbound)
+        except IngressError as err:
+            counted(source_id, err.code).inc()
+            log.info("webhook challenge refused", source=source_id, status=err.status, reason=str(err))
+            return _error(err.status, err.code, str(err))
+        return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
+
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -104,6 +127,7 @@ def build_app(hub: Hub) -> web.Application:
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     app.router.add_post("/webhooks/{source_id}", webhook)
+    app.router.add_get("/webhooks/{source_id}", challenge)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -110,7 +110,7 @@ def _env_for_example() -> dict[str, str]:
              "WX_AES_KEY", "CC_PUSH_PASSWORD", "ERP_SECRET", "WMS_SECRET", "FIN_SECRET"]
     env = {n: "x" for n in names}
     env.update(HUB_PII_KEY=base64.b64encode(os.urandom(32)).decode(), SITE_WEBHOOK_SECRET=whsec,
-               CRM_WEBHOOK_SECRET=whsec)
+               CRM_WEBHOOK_SECRET=whsec, WX_AES_KEY="A" * 43)
     return env
 
 
