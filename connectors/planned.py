@@ -7,13 +7,10 @@ its connector lands.
 
 from __future__ import annotations
 
-from hub.interfaces import ConnectorSpec, DestinationKind, SourceKind
+from hub.interfaces import ConnectorSpec, DestinationKind
 
 CONNECTORS = ConnectorSpec(
     name="planned",
-    sources=tuple(SourceKind(k, available=False, summary=s) for k, s in (
-        ("callcenter", "400 line CDR push"),
-    )),
     destinations=tuple(DestinationKind(k, available=False, summary=s) for k, s in (
         ("erp", "ERP after-sales order upsert"),
         ("wms", "WMS return inbound notice"),

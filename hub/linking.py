@@ -60,6 +60,7 @@ _FIND_IDENTITIES = (sa.select(identities.c.customer_id, identities.c.kind, ident
 _CUSTOMER = sa.select(customers).where(customers.c.id == sa.bindparam("cid"))
 _ORDER = sa.select(orders).where(orders.c.channel == sa.bindparam("channel"),
                                  orders.c.external_id == sa.bindparam("external_id"))
+_ORDER_ANY_CHANNEL = sa.select(orders).where(orders.c.external_id == sa.bindparam("external_id")).limit(2)
 _NEW_ORDER = sa.insert(orders).returning(orders.c.id)
 
 
@@ -160,7 +161,11 @@ def link_order(conn: sa.Connection, channel: str, source_id: str, fields: dict[s
                customer_id: int | None, now: datetime) -> int:
     """Find or create the order; an order only named by an event is a stub."""
     row = conn.execute(_ORDER, {"channel": channel, "external_id": fields["external_id"]}).first()
-    known = {k: v for k, v in fields.items() if k != "external_id" and v is not None}
+    if row is None and fields.get("match") == "any_channel":
+        found = conn.execute(_ORDER_ANY_CHANNEL, {"external_id": fields["external_id"]}).all()
+        if len(found) == 1:  # ambiguous across channels: do not guess
+            row = found[0]
+    known = {k: v for k, v in fields.items() if k not in ("external_id", "match") and v is not None}
     full = "paid_amount" in known or "placed_at" in known
     if row is None:
         return int(conn.execute(_NEW_ORDER, {

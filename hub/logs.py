@@ -15,9 +15,8 @@ from typing import Any, TextIO
 
 import structlog
 
-from hub.pii import mask_address, mask_email, mask_phone
+from hub.pii import mask_address, mask_email, mask_phone, mask_phones_in
 
-_PHONE = re.compile(r"(?<!\d)(?:\+?86[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 _PHONE_KEYS = {"phone", "mobile", "tel", "caller", "callee", "receiver_phone", "tel_number"}
 _ADDRESS_KEYS = {"address", "addr", "receiver_address"}
@@ -25,7 +24,7 @@ _ADDRESS_KEYS = {"address", "addr", "receiver_address"}
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        value = _PHONE.sub(lambda m: mask_phone(m.group(0)) or "", value)
+        value = mask_phones_in(value)
         return _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", value)
     if isinstance(value, dict):
         return {k: _redact_field(k, v) for k, v in value.items()}

@@ -341,7 +341,10 @@ TICKET_FIELDS = {
     "items": None, "source_updated_at": None, "created_at": None, "queue": None,
 }
 ORDER_FIELDS = {"external_id": None, "status": None, "paid_amount": None, "items": None,
-                "placed_at": None}
+                "placed_at": None,
+                # any_channel: the number names an order of any channel (a caller keying
+                # in a Taobao order number), not one of this source's own.
+                "match": ("own_channel", "any_channel")}
 CUSTOMER_FIELDS = {"display_name": None, "phone": None, "address": None, "email": None}
 IDENTITY_KINDS = ("taobao_open_uid", "taobao_nick", "jd_pin", "wechat_openid", "wechat_unionid",
                   "phone", "email", "site_user")

@@ -53,6 +53,15 @@ def mask_phone(phone: str | None) -> str | None:
     return "*" * max(0, len(p) - 2) + p[-2:]
 
 
+# A mainland mobile number anywhere in free text: +86 / 86 prefix, spaces or dashes.
+PHONE_IN_TEXT = re.compile(r"(?<!\d)(?:\+?86[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)")
+
+
+def mask_phones_in(text: str) -> str:
+    """Free text (a chat message, a description) with every phone number masked."""
+    return PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group(0)) or "", text)
+
+
 def mask_address(address: str | None) -> str | None:
     """Keep the first 6 characters (province/city), hide the rest."""
     if not address:

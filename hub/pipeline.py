@@ -29,7 +29,7 @@ from hub.errors import Quarantine
 from hub.lifecycle import OPEN_STATUSES, Outcome, decide
 from hub.linking import Merge, link_customer, link_order, update_by_id
 from hub.mapping import InboundMapping, Normalized, OutboundMapping
-from hub.pii import PiiCipher
+from hub.pii import PiiCipher, mask_phones_in
 from hub.records import (
     customers,
     identities,
@@ -78,6 +78,20 @@ class SourceRuntime:
 class DestinationRuntime:
     config: DestinationConfig
     mapping: OutboundMapping
+
+
+FREE_TEXT = ("description", "reason_text")
+
+
+def scrub_free_text(n: Normalized) -> None:
+    """Phone numbers people type into free text are masked before it is stored:
+    records and timeline hold no number in clear (the raw event, sealed, keeps
+    the original)."""
+    for key in FREE_TEXT:
+        if isinstance(n.ticket.get(key), str):
+            n.ticket[key] = mask_phones_in(n.ticket[key])
+    if n.interaction is not None and isinstance(n.interaction.get("text"), str):
+        n.interaction["text"] = mask_phones_in(n.interaction["text"])
 
 
 def event_document(source_id: str, headers: dict[str, str] | None, body: Any) -> dict[str, Any]:
@@ -135,6 +149,7 @@ class Pipeline:
                           mapping=rt.mapping.label if rt else None)
             log.warning("event quarantined", source=row.source_id, event_id=row.id, reason=str(q))
             return "quarantined"
+        scrub_free_text(normalized)
         if normalized.ignored is not None:
             self._settle(conn, row.id, "done", now, reason=f"ignored: {normalized.ignored}",
                          mapping=rt.mapping.label)

@@ -140,9 +140,9 @@ def test_run_refuses_kinds_not_available_yet(tmp_path: Path) -> None:
     p.write_text(f"""\
 storage: {{url: "sqlite+aiosqlite:///{tmp_path}/hub.db"}}
 security: {{pii_key: "{key}"}}
-sources: [{{id: cc-400, kind: callcenter, format: tccc}}]
+destinations: [{{id: erp, kind: erp, url: "https://erp.example/x"}}]
 """)
     res = subprocess.run([sys.executable, "-m", "hub", "run", "-c", str(p)], capture_output=True,
                          text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
     assert res.returncode == 2
-    assert "source 'cc-400': kind 'callcenter' is not available yet" in res.stderr
+    assert "destination 'erp': kind 'erp' is not available yet" in res.stderr
