@@ -350,8 +350,10 @@ IDENTITY_KINDS = ("taobao_open_uid", "taobao_nick", "jd_pin", "wechat_openid", "
                   "phone", "email", "site_user")
 REQUIRED_TICKET = ("external_id", "type", "status")
 # attach: true → the turn goes on the customer's open ticket when there is one.
-INTERACTION_FIELDS = {"kind": ("message", "call"), "text": None, "attach": None, "at": None,
-                      "detail": None}
+# follows: the dedupe key of an earlier event of the same source whose ticket this
+# turn belongs to (a call's recording follows the call's record).
+INTERACTION_FIELDS = {"kind": ("message", "call", "recording"), "text": None, "attach": None, "at": None,
+                      "detail": None, "follows": None}
 
 
 @dataclass(frozen=True)
@@ -402,6 +404,9 @@ class InboundMapping:
                            if self._interaction is not None else None)
             if interaction is not None and interaction.get("kind") in _EMPTY:
                 interaction = None  # this event is not a conversation turn
+            if interaction is not None and interaction.get("follows") not in _EMPTY:
+                # It joins an earlier event's ticket: nothing of its own to normalize.
+                return Normalized(ticket={}, order=None, customer={}, identities=[], interaction=interaction)
             ticket = {k: g(doc) for k, g in self._ticket.items()}
             order = {k: g(doc) for k, g in self._order.items()}
             customer = {k: g(doc) for k, g in self._customer.items()}

@@ -58,6 +58,8 @@ _TICKET_FOR_UPDATE = _TICKET.with_for_update()
 _NEW_TICKET = sa.insert(tickets).returning(tickets.c.id)
 _UPDATE_TICKET = update_by_id(tickets)
 _NEW_TIMELINE = sa.insert(ticket_events).returning(ticket_events.c.id)
+_TICKET_OF_EVENT = sa.select(raw_events.c.ticket_id).where(
+    raw_events.c.source_id == sa.bindparam("source_id"), raw_events.c.dedupe_key == sa.bindparam("dedupe_key"))
 _OPEN_TICKET_OF = (sa.select(tickets.c.id)
                    .where(tickets.c.customer_id == sa.bindparam("cid"),
                           tickets.c.status.in_(sa.bindparam("open", expanding=True)))
@@ -199,6 +201,8 @@ class Pipeline:
 
     def _apply(self, conn: sa.Connection, rt: SourceRuntime, raw_id: int,
                n: Normalized, now: datetime) -> int:
+        if n.interaction is not None and n.interaction.get("follows"):
+            return self._follow_up(conn, rt, raw_id, n.interaction, now)
         customer_id, merges = link_customer(conn, self.cipher, n.customer, n.identities, now, raw_id)
         if n.interaction is not None and n.interaction.get("attach") and customer_id is not None:
             open_ticket = conn.execute(_OPEN_TICKET_OF, {"cid": customer_id, "open": list(OPEN_STATUSES)}).scalar()
@@ -266,6 +270,17 @@ class Pipeline:
         self._enqueue(conn, ticket_id, changes, now)
         return ticket_id
 
+    def _follow_up(self, conn: sa.Connection, rt: SourceRuntime, raw_id: int, turn: dict[str, Any],
+                   now: datetime) -> int:
+        """A turn that belongs with an earlier event (a recording after its call):
+        recorded on whichever ticket that event went to."""
+        ticket_id = conn.execute(_TICKET_OF_EVENT, {"source_id": rt.config.id,
+                                                    "dedupe_key": str(turn["follows"])}).scalar()
+        if ticket_id is None:
+            raise Quarantine(f"follows event {turn['follows']!r}, which has no ticket (not received yet?)")
+        self._interaction(conn, ticket_id, turn, rt, raw_id, now)
+        return int(ticket_id)
+
     def _interaction(self, conn: sa.Connection, ticket_id: int, turn: dict[str, Any], rt: SourceRuntime,
                      raw_id: int, now: datetime) -> None:
         detail = {"channel": rt.channel, "source_id": rt.config.id, "text": turn.get("text"),
@@ -285,7 +300,7 @@ class Pipeline:
                       now: datetime) -> list[Change]:
         out = []
         for tid in merge.moved_ticket_ids:
-            status = (conn.execute(sa.select(tickets.c.status).where(tickets.c.id == tid))).scalar_one()
+            status = conn.execute(sa.select(tickets.c.status).where(tickets.c.id == tid)).scalar_one()
             tl = self._timeline(conn, tid, "merged", raw_id, now, detail={
                 "from_customer": merge.loser_id, "into_customer": merge.winner_id, "reason": merge.reason})
             out.append(Change("ticket.merged", status, status, tl))
@@ -294,7 +309,7 @@ class Pipeline:
     # ------------------------------------------------------------ outbox
 
     def _enqueue(self, conn: sa.Connection, ticket_id: int, changes: list[Change],
-                       now: datetime) -> None:
+                 now: datetime) -> None:
         if not changes:
             return
         contexts: dict[tuple[int, bool], dict[str, Any]] = {}
@@ -324,18 +339,18 @@ class Pipeline:
             conn.execute(sa.insert(outbox), rows)
 
     def _ticket_of(self, conn: sa.Connection, change: Change) -> int:
-        return int((conn.execute(sa.select(ticket_events.c.ticket_id)
-                                       .where(ticket_events.c.id == change.timeline_id))).scalar_one())
+        return int(conn.execute(sa.select(ticket_events.c.ticket_id)
+                                .where(ticket_events.c.id == change.timeline_id)).scalar_one())
 
     def _context(self, conn: sa.Connection, ticket_id: int, *, pii: bool) -> dict[str, Any]:
-        t = (conn.execute(sa.select(tickets).where(tickets.c.id == ticket_id))).one()
-        o = (conn.execute(sa.select(orders).where(orders.c.id == t.order_id))).first() if t.order_id else None
+        t = conn.execute(sa.select(tickets).where(tickets.c.id == ticket_id)).one()
+        o = conn.execute(sa.select(orders).where(orders.c.id == t.order_id)).first() if t.order_id else None
         c = None
         ids: list[tuple[str, str]] = []
         if t.customer_id:
-            c = (conn.execute(sa.select(customers).where(customers.c.id == t.customer_id))).first()
-            ids = [(r.kind, r.value) for r in (conn.execute(
+            c = conn.execute(sa.select(customers).where(customers.c.id == t.customer_id)).first()
+            ids = [(r.kind, r.value) for r in conn.execute(
                 sa.select(identities.c.kind, identities.c.value)
-                .where(identities.c.customer_id == t.customer_id).order_by(identities.c.id))).all()]
+                .where(identities.c.customer_id == t.customer_id).order_by(identities.c.id)).all()]
         return {"ticket": ticket_view(t), "order": order_view(o),
                 "customer": customer_view(c, self.cipher, pii=pii, identities=ids)}

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from connectors.callcenter.simulator import CallCenterSimulator
 from hub.daemon import Hub
@@ -31,7 +32,7 @@ async def hub(registry: Registry, db_url: str, pii_key: str, site_secret: str) -
     await h.stop()
 
 
-async def test_a_call_becomes_a_ticket_once_and_its_recording_is_noted(hub: Hub) -> None:
+async def test_a_call_becomes_a_ticket_once_and_its_recording_joins_it(hub: Hub) -> None:
     cc = CallCenterSimulator(f"http://127.0.0.1:{hub.port}/webhooks/cc", "hub", PASSWORD)
     cdr = cc.cdr("13912345678", complaint=True)
     async with aiohttp.ClientSession() as http:
@@ -42,7 +43,10 @@ async def test_a_call_becomes_a_ticket_once_and_its_recording_is_noted(hub: Hub)
     assert await count(hub, raw_events) == 2  # the CDR once, the recording push
     assert await count(hub, tickets, tickets.c.type == "complaint", tickets.c.priority == "high") == 1
     assert await count(hub, ticket_events, ticket_events.c.kind == "call") == 1
-    assert await count(hub, raw_events, raw_events.c.reason.like("ignored: recording push%")) == 1
+    async with hub.db.read() as conn:
+        rec = (await conn.execute(sa.select(ticket_events).where(ticket_events.c.kind == "recording"))).one()
+        call_ticket = (await conn.execute(sa.select(tickets.c.id))).scalar_one()
+    assert rec.ticket_id == call_ticket and rec.detail["text"].endswith(f"{cdr['RecordId']}.mp3")
 
 
 async def test_refusals_are_precise_and_store_nothing(hub: Hub) -> None:
