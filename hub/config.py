@@ -128,12 +128,21 @@ class TokenConfig(Strict):
 
 class SecurityConfig(Strict):
     pii_key: SecretStr
+    # After a rotation: the earlier keys, oldest first. What they sealed stays
+    # readable, and the phone blind index keeps the first key's (lookups still
+    # find existing customers); new data is sealed with pii_key.
+    previous_pii_keys: list[SecretStr] = Field(default_factory=list)
     tokens: list[TokenConfig] = Field(default_factory=list)
 
     @field_validator("pii_key")
     @classmethod
     def _key(cls, v: SecretStr) -> SecretStr:
         return _b64_32(v)
+
+    @field_validator("previous_pii_keys")
+    @classmethod
+    def _old_keys(cls, v: list[SecretStr]) -> list[SecretStr]:
+        return [_b64_32(k) for k in v]
 
 
 class SourceConfig(BaseModel):

@@ -76,7 +76,9 @@ class Hub:
         self.metrics = Metrics()
         self.db = Database(config.storage.url, sqlite_synchronous=config.storage.sqlite_synchronous,
                            busy_timeout=config.storage.sqlite_busy_timeout)
-        self.cipher = PiiCipher(base64.b64decode(config.security.pii_key.get_secret_value()))
+        sec = config.security
+        self.cipher = PiiCipher(base64.b64decode(sec.pii_key.get_secret_value()),
+                                [base64.b64decode(k.get_secret_value()) for k in sec.previous_pii_keys])
         self.draining = False
         self.webhook_sources: dict[str, tuple[WebhookSource, InboundMapping]] = {}
         self.pollers: dict[str, PollRunner] = {}

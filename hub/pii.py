@@ -81,13 +81,17 @@ class PiiCipher:
     (plus older keys kept for decryption after a rotation)."""
 
     def __init__(self, key: bytes, old_keys: list[bytes] | None = None):
-        if len(key) != 32:
+        """``old_keys``: earlier keys, oldest first, kept to read what they sealed."""
+        if len(key) != 32 or any(len(k) != 32 for k in old_keys or []):
             raise ValueError("PII key must be 32 bytes")
         self._current = (self.key_id(key), AESGCM(key))
         self._by_id = {self.key_id(k): AESGCM(k) for k in [key, *(old_keys or [])]}
+        # The blind index stays keyed by the first key ever used: a rotation must
+        # not make a known phone look new (that would split its customer in two).
+        first = (old_keys or [key])[0]
         self._index_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"hub blind index v1"
-        ).derive(key)
+        ).derive(first)
 
     @classmethod
     def from_base64(cls, key_b64: str) -> PiiCipher:

@@ -19,7 +19,8 @@ from hub import logs
 from hub.daemon import Hub
 from hub.pii import PiiCipher, mask_phone, normalize_phone
 from hub.records import customers, raw_events, tickets
-from tests.conftest import count, wait_until
+from hub.registry import Registry
+from tests.conftest import count, make_config, wait_until
 
 
 def test_phone_normalization() -> None:
@@ -40,6 +41,10 @@ def test_encryption_round_trip_and_key_rotation() -> None:
     a, b = PiiCipher(old), PiiCipher(new)
     assert a.blind_index("+86 138 1234 5678") == a.blind_index("13812345678")
     assert a.blind_index("13812345678") != b.blind_index("13812345678")  # keyed
+    # After the rotation new data is sealed with the new key, and the index stays the first key's.
+    rotated = PiiCipher(new, old_keys=[old])
+    assert rotated.encrypt("13812345678").split(":")[1] == PiiCipher.key_id(new)  # type: ignore[union-attr]
+    assert rotated.blind_index("13812345678") == a.blind_index("13812345678")
 
 
 async def test_database_holds_no_clear_phone_and_same_phone_is_one_customer(
@@ -115,3 +120,48 @@ def test_logs_never_print_a_phone_or_address() -> None:
 def test_pii_key_must_be_32_bytes() -> None:
     with pytest.raises(ValueError):
         PiiCipher(base64.b64decode(base64.b64encode(b"short")))
+
+
+async def test_a_key_rotation_keeps_customers_whole(
+        registry: Registry, db_url: str, site_secret: str, website: WebsiteSimulator) -> None:
+    old_key, new_key = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
+    phone = "13712345678"
+
+    async def send(hub: Hub, customer: Customer) -> None:
+        body, headers = website.sign(website.request(customer))
+        async with aiohttp.ClientSession() as http, http.post(
+                f"http://127.0.0.1:{hub.port}/webhooks/site", data=body, headers=headers) as r:
+            assert r.status == 200
+
+    before = Hub(make_config(registry, db_url=db_url, pii_key=old_key, site_secret=site_secret,
+                             receiver=None), registry)
+    await before.start()
+    try:
+        await send(before, Customer("u1", "钱芳", phone, "qf@example.com", "杭州市西湖区文三路1号"))
+        await wait_until(lambda: _done(before, 1))
+    finally:
+        await before.stop()
+
+    cfg = make_config(registry, db_url=db_url, pii_key=new_key, site_secret=site_secret, receiver=None,
+                      security={"pii_key": new_key, "previous_pii_keys": [old_key]})
+    after = Hub(cfg, registry)
+    await after.start()
+    try:
+        # Same phone, another site account, after the rotation: still the one customer.
+        await send(after, Customer("u9", "钱芳", f"+86 {phone}", "qf2@example.com", "杭州市西湖区文三路1号"))
+        await wait_until(lambda: _done(after, 2))
+        assert await count(after, customers) == 1
+        async with after.db.read() as conn:
+            sealed = (await conn.execute(sa.select(raw_events.c.body).order_by(raw_events.c.id))).scalars().all()
+            row = (await conn.execute(sa.select(customers))).one()
+        # Old events still open; new ones are sealed with the new key.
+        assert phone in after.cipher.open_body(sealed[0])
+        assert sealed[0].split(":")[1] == PiiCipher.key_id(base64.b64decode(old_key))
+        assert sealed[1].split(":")[1] == PiiCipher.key_id(base64.b64decode(new_key))
+        assert after.cipher.decrypt(row.phone_enc) == phone
+    finally:
+        await after.stop()
+
+
+async def _done(hub: Hub, n: int) -> bool:
+    return await count(hub, raw_events, raw_events.c.state == "done") == n
