@@ -202,6 +202,10 @@ class Hub:
             self._runner = None
         for runner in self.pollers.values():
             await runner.stop()
+        for connector, _ in self.webhook_sources.values():
+            aclose = getattr(connector, "aclose", None)  # e.g. WeChat's API client
+            if aclose is not None:
+                await aclose()
         await self.inbox.close()
         self._stopping.set()
         self._wake_pipeline.set()

@@ -110,6 +110,11 @@ class Deliverer:
         if self.http is not None:
             await self.http.close()
             self.http = None
+        for active in self.destinations.values():
+            # Platform write-backs hold their own API clients.
+            aclose = getattr(active.destination, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def release_claims(self) -> None:
         """Single-process start-up: claims left by a killed process are ours to retake."""

@@ -49,6 +49,9 @@ class JdWriteback:
     def _operator(self) -> dict[str, Any]:
         return self.config.operator() | {"operateNick": self.config.operate_nick}
 
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
     async def deliver(self, push: Push, http: aiohttp.ClientSession) -> Receipt:
         decision, skip = read_decision(push, self.config.source, {"rejected"})
         if skip is not None:

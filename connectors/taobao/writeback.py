@@ -73,6 +73,9 @@ class TaobaoWriteback:
         self.client = config.top_client(TokenBucket(config.quota.rate, config.quota.burst),
                                         config.timeout, attempts=1)
 
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
     async def deliver(self, push: Push, http: aiohttp.ClientSession) -> Receipt:
         # TOP calls go through the signed httpx client, not the shared aiohttp session.
         decision, skip = read_decision(push, self.config.source, set(TARGET))

@@ -186,6 +186,10 @@ class WechatSource:
     def acknowledge(self, stored: int, duplicates: int) -> Reply:
         return Reply(200, b"success", "text/plain")
 
+    async def aclose(self) -> None:
+        if self.api is not None:
+            await self.api.aclose()
+
 
 def _demo() -> Any:
     from connectors.wechat.demo import WechatDemo
