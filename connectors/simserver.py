@@ -7,10 +7,12 @@ signing rules, error bodies and store; this is only the plumbing.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -51,6 +53,15 @@ class PlatformQuota:
         return max(1.0, (1 - self._tokens) / self.calls_per_second)
 
 
+async def serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+    """Run ``app`` on 127.0.0.1 (``port`` 0: any free one); the runner and the port it got."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 @dataclass
 class SimServer:
     """Start/stop a simulator's aiohttp app on a local port; hold what every
@@ -68,9 +79,40 @@ class SimServer:
     def build_app(self) -> web.Application:
         raise NotImplementedError
 
-    def advance(self, count: int = 1) -> int:
-        """Move up to ``count`` open records one step along their lifecycle."""
+    # A simulator whose records move says where they are and how they move.
+    status_field: ClassVar[str] = "status"
+    terminal: ClassVar[tuple[Any, ...]] = ()
+    rng: random.Random = field(default_factory=random.Random, init=False, repr=False)
+
+    def records(self) -> dict[Any, dict[str, Any]]:
+        return {}
+
+    def next_status(self, record: dict[str, Any]) -> Any:
+        """Where ``record`` goes next (a random branch where the platform has several), or None."""
+        return None
+
+    def move(self, record: dict[str, Any], status: Any) -> None:
         raise NotImplementedError
+
+    def advance(self, count: int = 1) -> list[tuple[Any, Any, Any]]:
+        """Move up to ``count`` random open records one step along; the moves made
+        as (id, from, to)."""
+        store = self.records()
+        open_ids = [k for k, v in store.items() if v[self.status_field] not in self.terminal]
+        moves = []
+        for rid in self.rng.sample(open_ids, min(count, len(open_ids))):
+            before, after = store[rid][self.status_field], self.next_status(store[rid])
+            if after is not None:
+                self.move(store[rid], after)
+                moves.append((rid, before, after))
+        return moves
+
+    async def gateway_params(self, request: web.Request) -> dict[str, str]:
+        """A gateway call's parameters, from the query and a form body alike."""
+        params = dict(request.query)
+        if request.method == "POST":
+            params.update({k: str(v) for k, v in (await request.post()).items()})
+        return params
 
     def churn(self) -> None:
         if self.churn_per_list_call and (self.churn_budget is None or self.churn_budget > 0):
@@ -79,11 +121,7 @@ class SimServer:
                 self.churn_budget -= 1
 
     async def start(self, port: int = 0) -> None:
-        self._runner = web.AppRunner(self.build_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve(self.build_app(), port)
 
     async def stop(self) -> None:
         if self._runner is not None:

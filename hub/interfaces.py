@@ -49,6 +49,13 @@ class Reply:
 
 
 class WebhookSource(Protocol):
+    """A source the platform pushes to.
+
+    Optional: ``challenge(request) -> Reply`` answers a platform that checks the
+    URL with a GET first (WeChat), and ``receive`` may be a coroutine when it must
+    ask the platform for details before the events are worth storing.
+    """
+
     config: SourceConfig
 
     def receive(self, request: InboundRequest) -> list[InboundEvent]:
@@ -57,18 +64,6 @@ class WebhookSource(Protocol):
 
     def acknowledge(self, stored: int, duplicates: int) -> Reply:
         """The reply once every event is committed (or was already)."""
-        ...
-
-
-class ChallengedSource(WebhookSource, Protocol):
-    """A webhook source whose platform checks the URL with a GET first (WeChat).
-
-    Its ``receive`` may also be a coroutine when it must ask the platform
-    for details before the events are worth storing.
-    """
-
-    def challenge(self, request: InboundRequest) -> Reply:
-        """Answer the platform's GET; raise VerificationError when it is not the platform."""
         ...
 
 

@@ -21,7 +21,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,7 +75,6 @@ class SourceHealth:
     watermark: datetime | None = None
     leased: bool = False
     events_stored: int = 0
-    by_stream: dict[str, datetime] = field(default_factory=dict)
 
     def lag_seconds(self, now: datetime) -> float | None:
         return None if self.watermark is None else max(0.0, (now - self.watermark).total_seconds())
@@ -202,7 +201,7 @@ class PollRunner:
         except (SourceTransient, SourceRejected) as err:
             self._failed(err, trip=False)
             return False
-        self._succeeded(stream.name)
+        self._succeeded()
         return False
 
     def _note_error(self, err: SourceError, kind: str) -> None:
@@ -225,14 +224,13 @@ class PollRunner:
                   retry_in=round(self.circuit.remaining(), 1))
         self._export()
 
-    def _succeeded(self, stream: str) -> None:
+    def _succeeded(self) -> None:
         recovered = not self.health.healthy
         self.circuit.success()
         now = utcnow()
         self.health.healthy = True
         self.health.circuit = self.circuit.state
         self.health.last_success_at = now
-        self.health.by_stream[stream] = now
         if recovered:
             log.info("source recovered", source=self.source_id)
         self._export()

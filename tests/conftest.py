@@ -120,6 +120,15 @@ def make_config(registry: Registry, *, db_url: str, pii_key: str, site_secret: s
     return parse_config(YamlDoc(data, "(test config)"), registry)
 
 
+async def start_hub(registry: Registry, db_url: str, pii_key: str, site_secret: str,
+                    sources: list[dict[str, Any]]) -> Hub:
+    """A started hub with these sources and no destination (the caller stops it)."""
+    hub = Hub(make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret,
+                          receiver=None, sources=sources), registry)
+    await hub.start()
+    return hub
+
+
 @pytest.fixture
 async def hub(registry: Registry, db_url: str, pii_key: str, site_secret: str,
               receiver: Receiver) -> AsyncIterator[Hub]:

@@ -37,12 +37,8 @@ class JdDemo:
                 ctx.say(f"[blue]→ jd[/] {s['customerName']} opens service {s['serviceId']} "
                         f"({s['customerExpectName']}, {s['questionTypeName']})")
             else:
-                before = {k: v["serviceStatus"] for k, v in sim.services.items()}
-                sim.advance(1)
-                for k, v in sim.services.items():
-                    if before[k] != v["serviceStatus"]:
-                        ctx.say(f"[blue]→ jd[/] service {k}: {STATUS_NAMES[before[k]]} → "
-                                f"{STATUS_NAMES[v['serviceStatus']]}")
+                for sid, before, after in sim.advance(1):
+                    ctx.say(f"[blue]→ jd[/] service {sid}: {STATUS_NAMES[before]} → {STATUS_NAMES[after]}")
 
     async def stop(self) -> None:
         await self.sim.stop()

@@ -15,7 +15,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
@@ -51,6 +51,8 @@ class JdSimulator(SimServer):
     access_token: str = "jd-sandbox-token-2c9f"
     seed: int = 5
     token_valid: bool = True
+    status_field: ClassVar[str] = "serviceStatus"
+    terminal: ClassVar[tuple[Any, ...]] = TERMINAL
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -102,7 +104,7 @@ class JdSimulator(SimServer):
         for i in range(count):
             service = self._new_service(platform_time(since + timedelta(seconds=span * i / max(1, count))))
             for _ in range(self.rng.choice([0, 1, 1, 2, 3])):
-                nxt = self._next_status(service)
+                nxt = self.next_status(service)
                 if nxt is None:
                     break
                 service["serviceStatus"], service["serviceStatusName"] = nxt, STATUS_NAMES[nxt]
@@ -110,7 +112,10 @@ class JdSimulator(SimServer):
     def create_service(self) -> dict[str, Any]:
         return self._new_service(platform_time(self.clock()))
 
-    def _next_status(self, s: dict[str, Any]) -> int | None:
+    def records(self) -> dict[Any, dict[str, Any]]:
+        return self.services
+
+    def next_status(self, s: dict[str, Any]) -> int | None:
         r, st = self.rng.random(), s["serviceStatus"]
         if st == 10001:
             return 10004 if r < 0.6 else (10002 if r < 0.75 else (10003 if r < 0.9 else 10010))
@@ -132,16 +137,6 @@ class JdSimulator(SimServer):
         if notes:
             service["approveNotes"] = notes
 
-    def advance(self, count: int = 1) -> int:
-        open_ids = [k for k, v in self.services.items() if v["serviceStatus"] not in TERMINAL]
-        moved = 0
-        for sid in self.rng.sample(open_ids, min(count, len(open_ids))):
-            nxt = self._next_status(self.services[sid])
-            if nxt is not None:
-                self.move(self.services[sid], nxt)
-                moved += 1
-        return moved
-
     # ------------------------------------------------------------ the gateway
 
     @property
@@ -154,9 +149,7 @@ class JdSimulator(SimServer):
         return app
 
     async def handle(self, request: web.Request) -> web.Response:
-        params = {k: v for k, v in request.query.items()}
-        if request.method == "POST":
-            params.update({k: str(v) for k, v in (await request.post()).items()})
+        params = await self.gateway_params(request)
         method = params.get("method", "")
         self.calls[method] += 1
         try:

@@ -38,11 +38,8 @@ class TaobaoDemo:
                 ctx.say(f"[magenta]→ taobao[/] buyer {r['buyer_nick']} asks a refund {r['refund_id']} "
                         f"of ¥{r['refund_fee']} ({r['reason']}) [dim]→ TMC taobao_refund_RefundCreated[/]")
             else:
-                before = {k: v["status"] for k, v in sim.refunds.items()}
-                sim.advance(1)
-                for k, v in sim.refunds.items():
-                    if before[k] != v["status"]:
-                        ctx.say(f"[magenta]→ taobao[/] refund {k}: {before[k]} → {v['status']}")
+                for rid, before, after in sim.advance(1):
+                    ctx.say(f"[magenta]→ taobao[/] refund {rid}: {before} → {after}")
             if i == ctx.requests // 2:
                 sim.quota.inject(1)
                 ctx.say("[magenta]→ taobao[/] the gateway answers one call with 7 App Call Limited "

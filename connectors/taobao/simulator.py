@@ -20,7 +20,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
@@ -65,6 +65,7 @@ class TaobaoSimulator(SimServer):
     seller_nick: str = "hub旗舰店"
     seed: int = 7
     redeliver_after: float = 30.0       # seconds before an unconfirmed message comes again
+    terminal: ClassVar[tuple[Any, ...]] = TERMINAL
     session_valid: bool = True
     app_key_valid: bool = True
 
@@ -138,7 +139,7 @@ class TaobaoSimulator(SimServer):
             refund = self._new_refund(at)
             # History: some have moved on already.
             for _ in range(self.rng.choice([0, 0, 1, 1, 2, 3])):
-                nxt = self._next_status(refund)
+                nxt = self.next_status(refund)
                 if nxt is None:
                     break
                 refund["status"] = nxt
@@ -148,7 +149,10 @@ class TaobaoSimulator(SimServer):
         self._message("taobao_refund_RefundCreated", refund)
         return refund
 
-    def _next_status(self, refund: dict[str, Any]) -> str | None:
+    def records(self) -> dict[Any, dict[str, Any]]:
+        return self.refunds
+
+    def next_status(self, refund: dict[str, Any]) -> str | None:
         r, status = self.rng.random(), refund["status"]
         if status == "WAIT_SELLER_AGREE":
             if r < 0.7:
@@ -172,17 +176,6 @@ class TaobaoSimulator(SimServer):
         topic = ("taobao_refund_RefundBuyerModifyAgreement" if came_from == "SELLER_REFUSE_BUYER"
                  and status == "WAIT_SELLER_AGREE" else TOPIC_FOR.get(status, "taobao_refund_RefundBuyerModifyAgreement"))
         self._message(topic, refund)
-
-    def advance(self, count: int = 1) -> int:
-        """Move up to ``count`` random open refunds one step along; returns how many moved."""
-        open_ids = [k for k, v in self.refunds.items() if v["status"] not in TERMINAL]
-        moved = 0
-        for rid in self.rng.sample(open_ids, min(count, len(open_ids))):
-            nxt = self._next_status(self.refunds[rid])
-            if nxt is not None:
-                self.move(self.refunds[rid], nxt)
-                moved += 1
-        return moved
 
     def _message(self, topic: str, refund: dict[str, Any]) -> None:
         self._next_msg += 1
@@ -208,9 +201,7 @@ class TaobaoSimulator(SimServer):
         return app
 
     async def handle(self, request: web.Request) -> web.Response:
-        params = {k: v for k, v in request.query.items()}
-        if request.method == "POST":
-            params.update({k: str(v) for k, v in (await request.post()).items()})
+        params = await self.gateway_params(request)
         method = params.get("method", "")
         self.calls[method] += 1
         try:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from connectors.simserver import serve
 from hub import standard_webhooks
 from hub.errors import VerificationError
 
@@ -74,11 +75,7 @@ class Receiver:
     async def start(self, port: int = 0) -> None:
         app = web.Application()
         app.router.add_post("/hook", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve(app, port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -34,7 +34,6 @@ class WechatApi:
         self._token: str | None = None
         self._expires = 0.0
         self._lock = asyncio.Lock()
-        self.tokens_fetched = 0
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -51,7 +50,6 @@ class WechatApi:
                 raise SourceTransient("WeChat /cgi-bin/token: no access_token in the answer")
             self._token = token
             self._expires = time.monotonic() + max(60.0, float(doc.get("expires_in") or 7200) - EARLY)
-            self.tokens_fetched += 1
             return token
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:

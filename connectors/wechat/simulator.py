@@ -149,9 +149,6 @@ class WechatPlatform(SimServer):
         order["update_time"] = int(time.time())
         return order
 
-    def advance(self, count: int = 1) -> int:
-        return 0
-
     def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/cgi-bin/token", self._token)

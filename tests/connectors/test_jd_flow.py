@@ -14,7 +14,7 @@ from connectors.jd.simulator import JdSimulator
 from hub.daemon import Hub
 from hub.records import customers, identities, orders, raw_events, tickets, utcnow
 from hub.registry import Registry
-from tests.conftest import count, make_config, wait_until
+from tests.conftest import count, start_hub, wait_until
 
 STATUS = {10001: "pending_review", 10002: "pending_review", 10003: "rejected", 10004: "awaiting_return",
           10005: "return_shipped", 10006: "return_received", 10007: "refund_pending", 10009: "resolved",
@@ -35,14 +35,6 @@ async def sim() -> AsyncIterator[JdSimulator]:
     await s.start()
     yield s
     await s.stop()
-
-
-async def start_hub(registry: Registry, db_url: str, pii_key: str, site_secret: str,
-                    sources: list[dict[str, Any]]) -> Hub:
-    hub = Hub(make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret,
-                          receiver=None, sources=sources), registry)
-    await hub.start()
-    return hub
 
 
 async def statuses(hub: Hub) -> dict[str, str]:

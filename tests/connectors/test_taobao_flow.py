@@ -28,7 +28,7 @@ from hub.interfaces import PollBatch
 from hub.polling import load_cursor
 from hub.records import raw_events, source_state, ticket_events, tickets, utcnow
 from hub.registry import Registry
-from tests.conftest import count, make_config, wait_until
+from tests.conftest import count, start_hub, wait_until
 
 STATUS = {"WAIT_SELLER_AGREE": "pending_review", "WAIT_BUYER_RETURN_GOODS": "awaiting_return",
           "WAIT_SELLER_CONFIRM_GOODS": "return_shipped", "SELLER_REFUSE_BUYER": "rejected",
@@ -49,14 +49,6 @@ async def sim() -> AsyncIterator[TaobaoSimulator]:
     await s.start()
     yield s
     await s.stop()
-
-
-async def start_hub(registry: Registry, db_url: str, pii_key: str, site_secret: str,
-                    sources: list[dict[str, Any]]) -> Hub:
-    hub = Hub(make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret,
-                          receiver=None, sources=sources), registry)
-    await hub.start()
-    return hub
 
 
 async def ticket_statuses(hub: Hub) -> dict[str, str]:
