@@ -64,10 +64,19 @@ end
 """
 
 
-def run_wrk(url: str, script: Path, data: Path, seconds: float, connections: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, script: Path, data: Path, seconds: float, connections: int,
+            server_pid: int) -> dict[str, float]:
+    cpu_before = cpu_seconds(server_pid)
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency",
                           "-s", str(script), url, "--", "1", str(data)],
                          capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(server_pid) - cpu_before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -80,7 +89,19 @@ def run_wrk(url: str, script: Path, data: Path, seconds: float, connections: int
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
     return {"rps": rps, "total": total, "non2xx": int(non2xx.group(1)) if non2xx else 0,
-            "p50": pct("50"), "p99": pct("99"), "socket_errors": errors.group(1) if errors else ""}
+            "p50": pct("50"), "p99": pct("99"), "socket_errors": errors.group(1) if errors else "",
+            "cpu_us": cpu / total * 1e6 if total else float("nan")}
+
+
+def thread_cpu(pid: int) -> str:
+    """CPU seconds of each busy thread of ``pid`` (the event loop, the sqlite thread, ...)."""
+    busy = []
+    for task in sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda t: int(t.name)):
+        fields = (task / "stat").read_text().rpartition(")")[2].split()
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if seconds >= 0.05:
+            busy.append(f"{'main' if task.name == str(pid) else 'thread'} {seconds:.1f} s")
+    return ", ".join(busy)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -95,6 +116,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override a config value of the hub under test, e.g. storage.batch_delay=0")
+    ap.add_argument("--profile", metavar="SVG", help="record the hub under load with py-spy into SVG")
     ap.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_POSTGRES_URL",
                                                               "postgresql://postgres@127.0.0.1:5432/test"))
     args = ap.parse_args()
@@ -128,7 +152,7 @@ def main() -> None:
     try:
         wait_port(port)
         base = run_wrk(f"http://127.0.0.1:{port}/webhooks/site", script, data, args.seconds,
-                       args.connections)
+                       args.connections, bare.pid)
     finally:
         bare.terminate()
         bare.wait()
@@ -137,21 +161,43 @@ def main() -> None:
     with bench_database(args.storage, work, args.postgres_url) as url:
         hub_port = free_port()
         cfg = work / "config.yaml"
-        cfg.write_text(yaml.safe_dump({
+        config = {
             "server": {"listen": f"127.0.0.1:{hub_port}"},
             "storage": {"url": url},
             "security": {"pii_key": base64.b64encode(os.urandom(32)).decode()},
             "sources": [{"id": "site", "kind": "website", "secret": secret}],
             "pipeline": {"enabled": False},
             "logging": {"level": "warning"},
-        }))
+        }
+        for item in args.set:
+            path, _, value = item.partition("=")
+            *parents, leaf = path.split(".")
+            node = config
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = yaml.safe_load(value)
+        cfg.write_text(yaml.safe_dump(config))
         hub = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(cfg)], cwd=ROOT)
         try:
             wait_port(hub_port)
             time.sleep(0.5)
+            if args.profile and args.profile.endswith(".perf"):
+                spy = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-o", args.profile,
+                                        "-p", str(hub.pid), "--", "sleep", str(int(args.seconds))],
+                                       stderr=subprocess.DEVNULL)
+            elif args.profile:
+                spy = subprocess.Popen(["py-spy", "record", "-o", args.profile, "-p", str(hub.pid),
+                                        "-d", str(int(args.seconds)), "-r", "250", "--nonblocking", "--gil",
+                                        "-f", "raw" if args.profile.endswith(".txt") else "flamegraph"])
+            else:
+                spy = None
             res = run_wrk(f"http://127.0.0.1:{hub_port}/webhooks/site", script, data, args.seconds,
-                          args.connections)
+                          args.connections, hub.pid)
             rss = peak_rss_mb(hub.pid)
+            commits = commit_stats(hub_port)
+            threads = thread_cpu(hub.pid)
+            if spy is not None:
+                spy.wait()
         finally:
             hub.terminate()
             hub.wait(60)
@@ -159,17 +205,35 @@ def main() -> None:
 
     acked = res["total"] - res["non2xx"]
     print()
-    print(f"{'':28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
-    print(f"{'bare aiohttp handler':28}{base['rps']:>10.0f}{base['p50']:>9.2f}{base['p99']:>9.2f}{base['non2xx']:>9}")
-    print(f"{'hub durable ingest':28}{res['rps']:>10.0f}{res['p50']:>9.2f}{res['p99']:>9.2f}{res['non2xx']:>9}")
+    print(f"{'':28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}")
+    for name, r in (("bare aiohttp handler", base), ("hub durable ingest", res)):
+        print(f"{name:28}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['non2xx']:>9}{r['cpu_us']:>12.0f}")
     print()
     print(f"ratio hub / bare: {res['rps'] / base['rps']:.2f}   (goal: >= 0.50)")
-    print(f"hub peak RSS: {rss:.0f} MB")
+    print(f"hub peak RSS: {rss:.0f} MB; CPU since start: {threads}")
+    print(f"group commits: {commits}")
     print(f"acknowledged {acked}, raw events in the database {stored}"
           f" -> {'OK' if stored >= acked else 'LOST EVENTS'}")
     if res["socket_errors"]:
         print(f"socket errors: {res['socket_errors']}")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def commit_stats(port: int) -> str:
+    """Mean rows and time per inbox transaction, from the hub's /metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+    def value(name: str) -> float:
+        m = re.search(rf"^{name} ([\d.e+-]+)$", text, re.M)
+        return float(m.group(1)) if m else float("nan")
+
+    n = value("hub_inbox_commit_rows_count")
+    if not n:
+        return "none"
+    return (f"{n:.0f} transactions, {value('hub_inbox_commit_rows_sum') / n:.1f} rows and "
+            f"{value('hub_inbox_commit_seconds_sum') / n * 1000:.2f} ms each")
 
 
 async def count_raw(url: str) -> int:

@@ -90,10 +90,11 @@ class ServerConfig(Strict):
 class StorageConfig(Strict):
     url: str = "sqlite+aiosqlite:///hub.db"
     auto_migrate: bool = True
-    # Group commit: one writer commits whatever arrived within batch_delay (or
-    # batch_max rows) in one transaction; requests await their batch.
+    # Group commit: one writer commits, in one transaction, everything that
+    # arrived while the previous commit ran (at most batch_max rows); requests
+    # await their batch. batch_delay waits longer to grow batches (0: never).
     batch_max: int = Field(default=500, gt=0)
-    batch_delay: Duration = 0.002
+    batch_delay: Duration = 0.0
     sqlite_synchronous: Literal["full", "normal"] = "full"
     # How long a SQLite write waits for another process's lock before the hub
     # gives up and answers 503 (the platform then retries).

@@ -1,16 +1,23 @@
 """The inbox: durable, deduplicated intake of raw events with group commit.
 
 Requests hand their events to one :class:`InboxWriter` and await a future.
-The writer gathers whatever arrives within ``batch_delay`` (up to
-``batch_max`` rows), inserts the batch in one transaction with
-``ON CONFLICT DO NOTHING`` on (source_id, dedupe_key), commits, and only then
-resolves the futures — so a request is acknowledged only after its events are
-on disk, while one fsync serves hundreds of requests (DESIGN §3).
+The writer takes everything queued (up to ``batch_max`` rows), inserts it in
+one transaction with ``ON CONFLICT DO NOTHING`` on (source_id, dedupe_key),
+commits, and only then resolves the futures — so a request is acknowledged
+only after its events are on disk, while one fsync serves every request that
+arrived during the previous commit (DESIGN §3). Batches form by themselves
+under load; ``batch_delay`` can make them larger at the cost of latency.
+
+On SQLite the whole transaction is one hop to the database thread (plain
+sqlite3, which lets go of the GIL while it writes and syncs), so the event
+loop goes on taking requests during the commit. On PostgreSQL the writer keeps
+one connection: no pool checkout or ping per batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import time
@@ -47,17 +54,17 @@ _Item = tuple[list[NewRawEvent], asyncio.Future[Stored]]
 
 
 class InboxWriter:
-    def __init__(self, db: Database, *, batch_max: int = 500, batch_delay: float = 0.002,
+    def __init__(self, db: Database, *, batch_max: int = 500, batch_delay: float = 0.0,
                  on_commit: Callable[[int, float], None] | None = None):
         self.db = db
         self.batch_max = batch_max
         self.batch_delay = batch_delay
-        self.on_commit = on_commit  # (rows, seconds) → metrics; wakes the pipeline
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.on_commit = on_commit  # (rows, seconds) → metrics
+        self._pending: collections.deque[_Item] = collections.deque()
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        # One connection for the writer's lifetime: no pool checkout/reset per batch.
-        self._conn: AsyncConnection | None = None
+        self._conn: AsyncConnection | None = None  # PostgreSQL: kept across batches
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="inbox-writer")
@@ -67,14 +74,15 @@ class InboxWriter:
         if self._closing or self._task is None:
             raise StorageUnavailable("the hub is shutting down")
         fut: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((events, fut))
+        self._pending.append((events, fut))
+        self._wake.set()
         return await fut
 
     async def close(self) -> None:
         """Commit everything already submitted, then stop."""
         self._closing = True
         if self._task is not None:
-            self._queue.put_nowait(([], asyncio.get_running_loop().create_future()))
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
@@ -88,19 +96,21 @@ class InboxWriter:
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            # Let the batch fill for batch_delay, then take everything queued: one
-            # sleep per batch rather than a timed wait per request.
-            if self.batch_delay > 0 and self._queue.qsize() < self.batch_max:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self.batch_delay > 0:
                 await asyncio.sleep(self.batch_delay)
-            rows = len(batch[0][0])
-            while rows < self.batch_max and not self._queue.empty():
-                item = self._queue.get_nowait()
+            batch: list[_Item] = []
+            rows = 0
+            while self._pending and rows < self.batch_max:
+                item = self._pending.popleft()
                 batch.append(item)
                 rows += len(item[0])
             await self._commit(batch)
-            if self._closing and self._queue.empty():
-                return
 
     async def _commit(self, batch: list[_Item]) -> None:
         params = render_rows(self.db, [e for events, _ in batch for e in events], utcnow())
@@ -123,17 +133,25 @@ class InboxWriter:
             self.on_commit(len(new_keys), elapsed)
 
     async def _write(self, params: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
-        """Insert one batch in one statement; return the (source, key) pairs that were new."""
-        async with self.db.write_lock():
-            if self._conn is None:
-                self._conn = await self.db.writer_connection()
-            conn = self._conn
-            try:
-                async with conn.begin():
-                    return await insert_rows(conn, self.db.dialect, params)
-            except BaseException:
-                await self._drop_connection()  # a broken connection is not reused
-                raise
+        """Insert one batch in one transaction; return the (source, key) pairs that were new."""
+        if self.db.is_sqlite:
+            return await self.db.run_sqlite_write(lambda raw: insert_rows(raw.execute, "sqlite", params))
+        if self._conn is None:
+            self._conn = await self.db.writer_connection()
+        try:
+            # asyncpg itself, under SQLAlchemy's connection: the batch's statements
+            # are prepared once and their parameters encoded in C.
+            pg = (await self._conn.get_raw_connection()).driver_connection
+            assert pg is not None
+            async with pg.transaction():
+                new: set[tuple[str, str]] = set()
+                for chunk in _chunks(params):
+                    rows = await pg.fetch(_insert_sql("postgresql", len(chunk), returning=True), *_flat(chunk))
+                    new.update((r[0], r[1]) for r in rows)
+                return new
+        except BaseException:
+            await self._drop_connection()  # a broken connection is not reused
+            raise
 
 
 def render_rows(db: Database, events: list[NewRawEvent], now: datetime) -> list[tuple[Any, ...]]:
@@ -145,31 +163,60 @@ def render_rows(db: Database, events: list[NewRawEvent], now: datetime) -> list[
             for e in events]
 
 
-async def insert_rows(conn: AsyncConnection, dialect: str,
-                      params: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+Execute = Callable[[str, tuple[Any, ...]], Any]  # returns a cursor: rowcount, iterable rows
+
+
+def insert_rows(execute: Execute, dialect: str, params: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
     """Insert rendered rows in the caller's transaction, skipping ones already
-    there; return the (source, dedupe key) pairs that were new."""
-    new: set[tuple[str, str]] = set()
-    # Chunks keep each statement under the bound-parameter limit.
-    for i in range(0, len(params), _ROWS_PER_STATEMENT):
-        chunk = params[i:i + _ROWS_PER_STATEMENT]
-        flat = tuple(v for row in chunk for v in row)
-        res = await conn.exec_driver_sql(_insert_sql(dialect, len(chunk)), flat)
-        new.update((r[0], r[1]) for r in res)  # type: ignore[misc]
-    return new
+    there; return the (source, dedupe key) pairs that were new.
+
+    ``execute`` is a synchronous driver-level call: a sqlite3 connection's
+    ``execute``, or a SQLAlchemy Connection's ``exec_driver_sql`` (under
+    ``run_sync`` when the connection is async)."""
+    if dialect != "sqlite":
+        new: set[tuple[str, str]] = set()
+        for chunk in _chunks(params):
+            new.update((r[0], r[1]) for r in execute(_insert_sql(dialect, len(chunk), returning=True), _flat(chunk)))
+        return new
+    # SQLite: no RETURNING, which costs one step (and one GIL hand-off) per
+    # row. The transaction holds the only write lock, so the rows it inserts are
+    # exactly those with a higher id than before; usually all of them are new.
+    before = next(iter(execute("SELECT coalesce(max(id), 0) FROM raw_events", ())))[0]
+    inserted = sum(execute(_insert_sql(dialect, len(chunk), returning=False), _flat(chunk)).rowcount
+                   for chunk in _chunks(params))
+    if inserted == len(params):
+        return {(row[0], row[1]) for row in params}
+    return {(r[0], r[1]) for r in execute("SELECT source_id, dedupe_key FROM raw_events WHERE id > ?", (before,))}
 
 
-_ROWS_PER_STATEMENT = 1000  # 5 parameters a row; SQLite allows 32766, PostgreSQL 32767
+def _flat(rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    return tuple(v for row in rows for v in row)
 
 
-@functools.lru_cache(maxsize=128)
-def _insert_sql(dialect: str, rows: int) -> str:
-    """INSERT of ``rows`` rows in one statement, reporting the rows it actually inserted."""
+_LARGEST_CHUNK = 512  # 5 parameters a row; SQLite allows 32766, PostgreSQL 32767
+
+
+def _chunks(params: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """Split into chunks whose sizes are powers of two: a handful of statement
+    texts, so the drivers' prepared-statement caches always hit (a batch of
+    every size would re-parse a statement of hundreds of parameters each time)."""
+    out, i, size = [], 0, _LARGEST_CHUNK
+    while i < len(params):
+        while size > len(params) - i:
+            size //= 2
+        out.append(params[i:i + size])
+        i += size
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(dialect: str, rows: int, *, returning: bool) -> str:
+    """INSERT of ``rows`` rows in one statement (optionally reporting the rows it inserted)."""
     if dialect == "sqlite":
         values = ", ".join(["(?, ?, ?, ?, ?, 'pending', 0)"] * rows)
     else:  # asyncpg: numbered parameters; headers arrive as JSON text
         values = ", ".join(f"(${5 * r + 1}, ${5 * r + 2}, ${5 * r + 3}, ${5 * r + 4}::json, ${5 * r + 5}, "
                            "'pending', 0)" for r in range(rows))
     return ("INSERT INTO raw_events (source_id, dedupe_key, received_at, headers, body, state, attempts) "
-            f"VALUES {values} ON CONFLICT (source_id, dedupe_key) DO NOTHING "
-            "RETURNING source_id, dedupe_key")
+            f"VALUES {values} ON CONFLICT (source_id, dedupe_key) DO NOTHING"
+            + (" RETURNING source_id, dedupe_key" if returning else ""))

@@ -30,11 +30,11 @@ class InboundRequest:
     remote: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InboundEvent:
     """One event found in a verified request, ready for the inbox."""
 
-    body: str                       # stored exactly as received
+    body: str | bytes               # stored exactly as received (UTF-8)
     document: Any                   # parsed body, read by the mapping
     headers: dict[str, str] = field(default_factory=dict)  # headers worth keeping
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -104,10 +105,13 @@ class PiiCipher:
     def encrypt(self, plain: str | None) -> str | None:
         if plain is None or plain == "":
             return None
+        return self._seal(plain.encode("utf-8"))
+
+    def _seal(self, data: bytes) -> str:
         kid, aead = self._current
         nonce = os.urandom(12)
-        ct = aead.encrypt(nonce, plain.encode("utf-8"), kid.encode())
-        return f"v1:{kid}:{base64.b64encode(nonce + ct).decode()}"
+        ct = aead.encrypt(nonce, data, kid.encode())
+        return f"v1:{kid}:{binascii.b2a_base64(nonce + ct, newline=False).decode()}"
 
     def decrypt(self, stored: str | None) -> str | None:
         if stored is None:
@@ -118,9 +122,11 @@ class PiiCipher:
         raw = base64.b64decode(data)
         return self._by_id[kid].decrypt(raw[:12], raw[12:], kid.encode()).decode("utf-8")
 
-    def seal_body(self, body: str) -> str:
-        """A raw event body as stored in the inbox (always sealed, even when empty)."""
-        return self.encrypt(body) or body
+    def seal_body(self, body: str | bytes) -> str:
+        """A raw event body (UTF-8 text, or its bytes as received) as stored in
+        the inbox: sealed, unless empty."""
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        return self._seal(data) if data else ""
 
     def open_body(self, stored: str) -> str:
         return (self.decrypt(stored) or "") if stored.startswith("v1:") else stored

@@ -256,7 +256,8 @@ class PollRunner:
                 key = self.mapping.dedupe_key(event_document(self.source_id, e.headers, e.document))
             except Quarantine:
                 # Keep it anyway: the pipeline will quarantine it with the mapping's reason.
-                key = "body-sha256:" + hashlib.sha256(e.body.encode()).hexdigest()
+                raw = e.body.encode() if isinstance(e.body, str) else e.body
+                key = "body-sha256:" + hashlib.sha256(raw).hexdigest()
             out.append(NewRawEvent(self.source_id, key, self.cipher.seal_body(e.body), e.headers))
         return out
 
@@ -266,7 +267,8 @@ class PollRunner:
         rows = render_rows(self.db, self._raw(batch), now)
         async with self.db.write() as conn:
             await self._renew_lease(conn, now)
-            new = await insert_rows(conn, self.db.dialect, rows) if rows else set()
+            dialect = self.db.dialect
+            new = await conn.run_sync(lambda c: insert_rows(c.exec_driver_sql, dialect, rows)) if rows else set()
             await conn.execute(upsert(self.db, source_cursors, {
                 "source_id": self.source_id, "stream": stream, "cursor": batch.cursor,
                 "updated_at": now}, ["source_id", "stream"]))

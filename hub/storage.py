@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,8 +26,8 @@ from hub.errors import StorageUnavailable
 T = TypeVar("T")
 
 # Errors that mean "the database did not take it", as opposed to a bug in a statement.
-UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, ConnectionError,
-               asyncio.TimeoutError)
+UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.OperationalError, OSError,
+               ConnectionError, asyncio.TimeoutError)
 
 
 class Database:
@@ -46,6 +47,8 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._sync_engine: sa.Engine | None = None
         self._sync_thread: ThreadPoolExecutor | None = None
+        self._raw: sqlite3.Connection | None = None  # the inbox's, used only in the sqlite thread
+        self._pragmas = (sqlite_synchronous, int(busy_timeout * 1000))
         if self.is_sqlite:
             _install_sqlite_hooks(self.engine.sync_engine, sqlite_synchronous, int(busy_timeout * 1000))
             # Statement-heavy transactions (the pipeline) run on the plain sqlite3
@@ -99,6 +102,36 @@ class Database:
         async with self.engine.connect() as aconn, aconn.begin():
             return await aconn.run_sync(work)
 
+    async def run_sqlite_write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """SQLite only: ``work(conn)`` on a plain sqlite3 connection as one write
+        transaction, in the sqlite thread. For the hottest writer (the inbox):
+        no SQLAlchemy layers, and the thread needs the GIL only between its few
+        statements — each time it does, it must win it from the event loop."""
+        assert self._sync_thread is not None, "run_sqlite_write is for SQLite"
+
+        def run() -> T:
+            if self._raw is None:
+                path = sa.engine.make_url(self.url).database or ":memory:"
+                conn = sqlite3.connect(path, timeout=self._pragmas[1] / 1000, check_same_thread=False)
+                _configure_sqlite(conn, *self._pragmas)
+                self._raw = conn
+            conn = self._raw
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException as err:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(err, sqlite3.OperationalError):  # e.g. disk I/O: start afresh next time
+                    self._raw = None
+                    conn.close()
+                raise
+            return result
+
+        async with self.write_lock():
+            return await asyncio.get_running_loop().run_in_executor(self._sync_thread, run)
+
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.connect() as conn:
@@ -126,8 +159,15 @@ class Database:
     async def close(self) -> None:
         await self.engine.dispose()
         if self._sync_engine is not None and self._sync_thread is not None:
-            engine = self._sync_engine
-            await asyncio.get_running_loop().run_in_executor(self._sync_thread, engine.dispose)
+            engine, raw = self._sync_engine, self._raw
+
+            def close_all() -> None:
+                engine.dispose()
+                if raw is not None:
+                    raw.close()
+
+            self._raw = None
+            await asyncio.get_running_loop().run_in_executor(self._sync_thread, close_all)
             self._sync_thread.shutdown(wait=True)
             self._sync_engine = self._sync_thread = None
 
@@ -135,19 +175,23 @@ class Database:
 def _install_sqlite_hooks(sync_engine: sa.Engine, synchronous: str, busy_ms: int) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Take BEGIN into our own hands (see _on_begin), as SQLAlchemy's docs advise.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
+        _configure_sqlite(dbapi_conn, synchronous, busy_ms)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         immediate = conn.get_execution_options().get("hub_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _configure_sqlite(dbapi_conn: Any, synchronous: str, busy_ms: int) -> None:
+    # Take BEGIN into our own hands (see _on_begin), as SQLAlchemy's docs advise.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
 
 
 def storage_errors_as_unavailable(err: BaseException) -> StorageUnavailable | None:

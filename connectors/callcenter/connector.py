@@ -86,7 +86,7 @@ class CallcenterSource:
         action = request.query.get("action", "cdr")
         if action not in ACTIONS:
             raise PayloadError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
-        _, record = parse_json_object(request.body)
+        record = parse_json_object(request.body)
         if action == "cdr" and not record.get("SessionId"):
             raise PayloadError("CDR has no SessionId")
         doc: dict[str, Any] = {"action": action, "cdr" if action == "cdr" else "record": record}

@@ -9,8 +9,6 @@ from hub import standard_webhooks
 from hub.config import Duration, SourceConfig
 from hub.interfaces import ConnectorSpec, DemoPart, InboundEvent, InboundRequest, Reply, SourceKind
 
-KEPT_HEADERS = ("webhook-id", "webhook-timestamp")
-
 
 class WebsiteSourceConfig(SourceConfig):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -36,9 +34,11 @@ class WebsiteSource:
 
     def receive(self, request: InboundRequest) -> list[InboundEvent]:
         standard_webhooks.verify(self._keys, request.headers, request.body, tolerance=self._tolerance)
-        text, doc = parse_json_object(request.body)
-        headers = {h: request.headers[h] for h in KEPT_HEADERS if h in request.headers}
-        return [InboundEvent(body=text, document=doc, headers=headers)]
+        doc = parse_json_object(request.body)
+        headers = request.headers
+        # verify() has just required both headers.
+        kept = {"webhook-id": headers["webhook-id"], "webhook-timestamp": headers["webhook-timestamp"]}
+        return [InboundEvent(body=request.body, document=doc, headers=kept)]
 
     def acknowledge(self, stored: int, duplicates: int) -> Reply:
         if duplicates and not stored:

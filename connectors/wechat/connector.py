@@ -99,7 +99,7 @@ def parse_xml(body: bytes) -> dict[str, Any]:
 
 def parse_message(body: bytes) -> tuple[str, dict[str, Any]]:
     if body.lstrip()[:1] == b"{":
-        return "json", parse_json_object(body)[1]
+        return "json", parse_json_object(body)
     return "xml", parse_xml(body)
 
 
