@@ -134,6 +134,10 @@ class Deliverer:
     async def _claim(self) -> list[Any]:
         if not self.destinations:
             return []
+        return await self.db.run_write(self._claim_rows)
+
+    def _claim_rows(self, conn: sa.Connection) -> list[Any]:
+        # Synchronous Core in one transaction (the sqlite thread on SQLite).
         now = utcnow()
         earlier = outbox.alias("earlier")
         older_pending = sa.exists().where(
@@ -147,12 +151,14 @@ class Deliverer:
                        sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
                        outbox.c.destination_id.in_(list(self.destinations)),
                        ~older_pending)
-                .order_by(outbox.c.id).limit(self.batch))
-        async with self.db.write() as conn:
-            rows = (await conn.execute(self.db.for_update_skip_locked(stmt))).all()
-            if rows:
-                await conn.execute(sa.update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
-                                   .values(claimed_until=now + timedelta(seconds=self.lease)))
+                # Longest due first. It is also the order of ix_outbox_due (state,
+                # next_attempt_at, id), so the scan stops at the batch size instead of
+                # sorting every due row on each claim (10x slower with 10k due).
+                .order_by(outbox.c.next_attempt_at, outbox.c.id).limit(self.batch))
+        rows = conn.execute(self.db.for_update_skip_locked(stmt)).all()
+        if rows:
+            conn.execute(sa.update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
+                         .values(claimed_until=now + timedelta(seconds=self.lease)))
         return list(rows)
 
     async def _attempt(self, row: Any) -> Outcome:
@@ -218,18 +224,21 @@ class Deliverer:
             if o.state == "dead":
                 log.warning("push dead-lettered", destination=o.row.destination_id,
                             ticket_id=o.row.ticket_id, outbox_id=o.row.id, error=o.error)
-        async with self.db.write() as conn:
+
+        def write(conn: sa.Connection) -> None:
             # Successes share one statement per status code: the common case costs
             # one UPDATE per batch, not one per push.
             for status, ids in delivered.items():
-                await conn.execute(sa.update(outbox).where(outbox.c.id.in_(ids)).values(
+                conn.execute(sa.update(outbox).where(outbox.c.id.in_(ids)).values(
                     state="delivered", attempts=outbox.c.attempts + 1,
                     first_attempt_at=sa.func.coalesce(outbox.c.first_attempt_at, now),
                     last_status=status, last_error=None, last_response=None,
                     delivered_at=now, claimed_until=None))
             if others:
-                await conn.execute(_RECORD_FAILURE, others)
-            await conn.execute(sa.insert(ticket_events), timeline)
+                conn.execute(_RECORD_FAILURE, others)
+            conn.execute(sa.insert(ticket_events), timeline)
+
+        await self.db.run_write(write)
 
 
 _RECORD_FAILURE = (sa.update(outbox).where(outbox.c.id == sa.bindparam("_id")).values(

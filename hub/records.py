@@ -180,7 +180,7 @@ class Outbox(SQLModel, table=True):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        sa.Index("ix_outbox_due", "state", "next_attempt_at"),
+        sa.Index("ix_outbox_due", "state", "next_attempt_at", "id"),  # claim order
         sa.Index("ix_outbox_ordering", "ordering_key", "state", "id"),
     )
 
