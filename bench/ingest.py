@@ -1,5 +1,7 @@
 """Durable ingest: signed website webhooks from wrk against the running daemon,
-next to a bare aiohttp handler measured in the same run.
+next to two baselines measured in the same run: a bare aiohttp handler (the
+ceiling) and bench/minimal_server.py (the floor of the work: verify, parse,
+seal, group commit — and nothing else).
 
     python bench/ingest.py [--seconds 8] [--connections 64] [--storage sqlite|postgres]
 
@@ -7,8 +9,13 @@ Every request is a distinct, pre-signed ~1.3 KB Standard Webhooks message
 (unique webhook-id, so none is a duplicate); the hub verifies it, commits it
 to the inbox (group commit) and only then answers 200. The pipeline is
 switched off so the figure is ingest alone. Prints requests/s, p50/p99
-latency, non-2xx count, the hub's peak RSS, and the ratio to the bare handler;
-then checks the database holds exactly as many raw events as were acknowledged.
+latency, non-2xx count and CPU per request of each server, the ratios, the
+hub's peak RSS, CPU by thread and group-commit size; then checks the database
+holds at least as many raw events as were acknowledged.
+
+``--set storage.batch_delay=0.002`` overrides the hub's config; ``--profile
+out.svg|out.txt|out.perf`` records the hub under load (py-spy flame graph,
+py-spy raw stacks, or perf).
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ import base64
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import yaml
@@ -111,14 +120,53 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def write_requests(path: Path, body: bytes, key: bytes, prefix: str, n: int) -> None:
+    now = int(time.time())
+    with path.open("w") as f:
+        f.write(body.decode() + "\n")
+        for i in range(n):
+            mid = f"msg_{prefix}_{i:08d}"
+            f.write(f"{mid} {now} {standard_webhooks.sign(key, mid, now, body)}\n")
+
+
+def hub_config(args: argparse.Namespace, port: int, url: str, secret: str) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "server": {"listen": f"127.0.0.1:{port}"},
+        "storage": {"url": url},
+        "security": {"pii_key": base64.b64encode(os.urandom(32)).decode()},
+        "sources": [{"id": "site", "kind": "website", "secret": secret}],
+        "pipeline": {"enabled": False},
+        "logging": {"level": "warning"},
+    }
+    for item in args.set:
+        path, _, value = item.partition("=")
+        *parents, leaf = path.split(".")
+        node = config
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return config
+
+
+def start_profiler(target: str, pid: int, seconds: float) -> subprocess.Popen[bytes]:
+    if target.endswith(".perf"):
+        return subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-o", target,
+                                 "-p", str(pid), "--", "sleep", str(int(seconds))], stderr=subprocess.DEVNULL)
+    return subprocess.Popen(["py-spy", "record", "-o", target, "-p", str(pid), "-d", str(int(seconds)),
+                             "-r", "250", "--nonblocking",
+                             "-f", "raw" if target.endswith(".txt") else "flamegraph"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--seconds", type=float, default=5, help="length of each wrk run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="each round runs wrk against all three servers in turn; medians are reported")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="override a config value of the hub under test, e.g. storage.batch_delay=0")
-    ap.add_argument("--profile", metavar="SVG", help="record the hub under load with py-spy into SVG")
+    ap.add_argument("--profile", metavar="FILE", help="record the hub's first run: .svg, .txt (py-spy) or .perf")
     ap.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_POSTGRES_URL",
                                                               "postgresql://postgres@127.0.0.1:5432/test"))
     args = ap.parse_args()
@@ -132,90 +180,80 @@ def main() -> None:
     msg["data"]["description"] += " 补充：" + "外箱压痕明显，内衬也有破损。" * 20  # ~1 KB, as the site sends
     body = orjson.dumps(msg)
     key = standard_webhooks.decode_secret(secret)
-    # Enough distinct messages for the run at ~3x the expected rate.
-    n = int(args.seconds * 60_000)
-    now = int(time.time())
-    data = work / "requests.txt"
-    with data.open("w") as f:
-        f.write(body.decode() + "\n")
-        for i in range(n):
-            mid = f"msg_bench_{i:08d}"
-            f.write(f"{mid} {now} {standard_webhooks.sign(key, mid, now, body)}\n")
+    # Distinct messages for each round (a resent id would be a cheaper duplicate),
+    # enough for ~3x the expected rate.
+    n = int(args.seconds * 40_000)
+    data = [work / f"requests-{r}.txt" for r in range(args.rounds)]
+    for r, path in enumerate(data):
+        write_requests(path, body, key, f"r{r}", n)
     script = work / "signed.lua"
     script.write_text(LUA)
-    print(f"body {len(body)} bytes, {n} distinct pre-signed messages, wrk -t1 -c{args.connections} "
-          f"-d{int(args.seconds)}s, storage {args.storage}")
+    print(f"body {len(body)} bytes, wrk -t1 -c{args.connections} -d{int(args.seconds)}s, "
+          f"{args.rounds} rounds of bare / minimal / hub, storage {args.storage}")
 
-    # 1. bare aiohttp handler
-    port = free_port()
-    bare = subprocess.Popen([sys.executable, str(ROOT / "bench/bare_server.py"), str(port)])
-    try:
-        wait_port(port)
-        base = run_wrk(f"http://127.0.0.1:{port}/webhooks/site", script, data, args.seconds,
-                       args.connections, bare.pid)
-    finally:
-        bare.terminate()
-        bare.wait()
-
-    # 2. the hub, durable ingest
+    names = ("bare aiohttp handler", "minimal durable handler", "hub durable ingest")
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    servers: list[subprocess.Popen[bytes]] = []
     with bench_database(args.storage, work, args.postgres_url) as url:
-        hub_port = free_port()
+        ports = [free_port() for _ in names]
         cfg = work / "config.yaml"
-        config = {
-            "server": {"listen": f"127.0.0.1:{hub_port}"},
-            "storage": {"url": url},
-            "security": {"pii_key": base64.b64encode(os.urandom(32)).decode()},
-            "sources": [{"id": "site", "kind": "website", "secret": secret}],
-            "pipeline": {"enabled": False},
-            "logging": {"level": "warning"},
-        }
-        for item in args.set:
-            path, _, value = item.partition("=")
-            *parents, leaf = path.split(".")
-            node = config
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = yaml.safe_load(value)
-        cfg.write_text(yaml.safe_dump(config))
-        hub = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(cfg)], cwd=ROOT)
+        cfg.write_text(yaml.safe_dump(hub_config(args, ports[2], url, secret)))
         try:
-            wait_port(hub_port)
+            servers = [
+                subprocess.Popen([sys.executable, str(ROOT / "bench/bare_server.py"), str(ports[0])]),
+                subprocess.Popen([sys.executable, str(ROOT / "bench/minimal_server.py"), str(ports[1]),
+                                  secret, str(work / "minimal.db")]),
+                subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(cfg)], cwd=ROOT),
+            ]
+            for port in ports:
+                wait_port(port)
             time.sleep(0.5)
-            if args.profile and args.profile.endswith(".perf"):
-                spy = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-o", args.profile,
-                                        "-p", str(hub.pid), "--", "sleep", str(int(args.seconds))],
-                                       stderr=subprocess.DEVNULL)
-            elif args.profile:
-                spy = subprocess.Popen(["py-spy", "record", "-o", args.profile, "-p", str(hub.pid),
-                                        "-d", str(int(args.seconds)), "-r", "250", "--nonblocking", "--gil",
-                                        "-f", "raw" if args.profile.endswith(".txt") else "flamegraph"])
-            else:
-                spy = None
-            res = run_wrk(f"http://127.0.0.1:{hub_port}/webhooks/site", script, data, args.seconds,
-                          args.connections, hub.pid)
+            hub = servers[2]
+            for r in range(args.rounds):
+                for name, port, server in zip(names, ports, servers, strict=True):
+                    spy = (start_profiler(args.profile, hub.pid, args.seconds)
+                           if args.profile and server is hub and r == 0 else None)
+                    runs[name].append(run_wrk(f"http://127.0.0.1:{port}/webhooks/site", script, data[r],
+                                              args.seconds, args.connections, server.pid))
+                    if spy is not None:
+                        spy.wait()
             rss = peak_rss_mb(hub.pid)
-            commits = commit_stats(hub_port)
+            commits = commit_stats(ports[2])
             threads = thread_cpu(hub.pid)
-            if spy is not None:
-                spy.wait()
         finally:
-            hub.terminate()
-            hub.wait(60)
+            for server in servers:
+                server.terminate()
+            for server in servers:
+                server.wait(60)
         stored = asyncio.run(count_raw(url))
 
-    acked = res["total"] - res["non2xx"]
     print()
-    print(f"{'':28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}")
-    for name, r in (("bare aiohttp handler", base), ("hub durable ingest", res)):
-        print(f"{name:28}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['non2xx']:>9}{r['cpu_us']:>12.0f}")
+    print(f"{'median of ' + str(args.rounds) + ' runs':28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'non-2xx':>9}{'CPU us/req':>12}")
+    for name in names:
+        med = {k: statistics.median(run[k] for run in runs[name])
+               for k in ("rps", "p50", "p99", "non2xx", "cpu_us")}
+        print(f"{name:28}{med['rps']:>10.0f}{med['p50']:>9.2f}{med['p99']:>9.2f}{med['non2xx']:>9.0f}"
+              f"{med['cpu_us']:>12.0f}")
     print()
-    print(f"ratio hub / bare: {res['rps'] / base['rps']:.2f}   (goal: >= 0.50)")
+
+    def ratio(a: str, b: str) -> str:
+        per_round = [x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b], strict=True)]
+        return f"{statistics.median(per_round):.2f}   (rounds: {', '.join(f'{v:.2f}' for v in per_round)})"
+
+    print(f"ratio hub / bare:     {ratio(names[2], names[0])}   goal >= 0.50")
+    print(f"ratio minimal / bare: {ratio(names[1], names[0])}   what verify + parse + seal + fsync'd "
+          "group commit leave")
+    print(f"ratio hub / minimal:  {ratio(names[2], names[1])}   the hub's own cost")
     print(f"hub peak RSS: {rss:.0f} MB; CPU since start: {threads}")
     print(f"group commits: {commits}")
-    print(f"acknowledged {acked}, raw events in the database {stored}"
+    acked = sum(run["total"] - run["non2xx"] for run in runs[names[2]])
+    print(f"hub acknowledged {acked:.0f}, raw events in its database {stored}"
           f" -> {'OK' if stored >= acked else 'LOST EVENTS'}")
-    if res["socket_errors"]:
-        print(f"socket errors: {res['socket_errors']}")
+    for name in names:
+        errors = {run["socket_errors"] for run in runs[name] if run["socket_errors"]}
+        if errors:
+            print(f"{name} socket errors: {'; '.join(map(str, errors))}")
     shutil.rmtree(work, ignore_errors=True)
 
 

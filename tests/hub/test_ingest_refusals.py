@@ -81,6 +81,31 @@ async def test_unknown_source_is_404(hub: Hub, http: aiohttp.ClientSession, webs
     assert await count(hub, raw_events) == 0
 
 
+async def test_wrong_endpoint_or_method_is_json(hub: Hub, http: aiohttp.ClientSession) -> None:
+    base = f"http://127.0.0.1:{hub.port}"
+    async with http.get(f"{base}/nowhere") as resp:
+        assert resp.status == 404
+        assert await resp.json() == {"error": "not_found", "message": "no endpoint at /nowhere"}
+    async with http.put(f"{base}/webhooks/site", data=b"{}") as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "POST, GET"
+        assert (await resp.json())["error"] == "method_not_allowed"
+    async with http.post(f"{base}/healthz") as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "GET"
+
+
+async def test_a_bug_in_a_connector_is_a_json_500_and_stores_nothing(
+        hub: Hub, http: aiohttp.ClientSession, website: WebsiteSimulator) -> None:
+    connector, _ = hub.webhook_sources["site"]
+
+    def broken(_request: object) -> None:
+        raise RuntimeError("a bug")
+
+    connector.receive = broken  # type: ignore[method-assign]
+    status, reply = await _post(http, hub, *website.sign(website.request()))
+    assert status == 500 and reply == {"error": "internal_error", "message": "internal error; see the hub's log"}
+    assert await count(hub, raw_events) == 0
+
+
 async def test_mapping_failure_is_quarantined_with_reason(
         hub: Hub, http: aiohttp.ClientSession, website: WebsiteSimulator) -> None:
     bad_kind = website.request()
