@@ -270,8 +270,9 @@ def commit_stats(port: int) -> str:
     n = value("hub_inbox_commit_rows_count")
     if not n:
         return "none"
+    slow = n - value('hub_inbox_commit_seconds_bucket{le="0.05"}')
     return (f"{n:.0f} transactions, {value('hub_inbox_commit_rows_sum') / n:.1f} rows and "
-            f"{value('hub_inbox_commit_seconds_sum') / n * 1000:.2f} ms each")
+            f"{value('hub_inbox_commit_seconds_sum') / n * 1000:.2f} ms each; {slow:.0f} took over 50 ms")
 
 
 async def count_raw(url: str) -> int:

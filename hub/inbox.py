@@ -179,14 +179,20 @@ def insert_rows(execute: Execute, dialect: str, params: list[tuple[Any, ...]]) -
             new.update((r[0], r[1]) for r in execute(_insert_sql(dialect, len(chunk), returning=True), _flat(chunk)))
         return new
     # SQLite: no RETURNING, which costs one step (and one GIL hand-off) per
-    # row. The transaction holds the only write lock, so the rows it inserts are
-    # exactly those with a higher id than before; usually all of them are new.
-    before = next(iter(execute("SELECT coalesce(max(id), 0) FROM raw_events", ())))[0]
-    inserted = sum(execute(_insert_sql(dialect, len(chunk), returning=False), _flat(chunk)).rowcount
-                   for chunk in _chunks(params))
+    # row. The transaction holds the only write lock and SQLite gives each new
+    # row the next rowid, so the rows inserted here are the last `inserted` ids
+    # up to the last insert's rowid; usually they are all of them.
+    inserted, last_id = 0, 0
+    for chunk in _chunks(params):
+        cur = execute(_insert_sql(dialect, len(chunk), returning=False), _flat(chunk))
+        if cur.rowcount:
+            inserted, last_id = inserted + cur.rowcount, cur.lastrowid
     if inserted == len(params):
         return {(row[0], row[1]) for row in params}
-    return {(r[0], r[1]) for r in execute("SELECT source_id, dedupe_key FROM raw_events WHERE id > ?", (before,))}
+    if not inserted:
+        return set()
+    return {(r[0], r[1]) for r in execute("SELECT source_id, dedupe_key FROM raw_events WHERE id > ?",
+                                          (last_id - inserted,))}
 
 
 def _flat(rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:

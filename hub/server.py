@@ -8,7 +8,6 @@ storage failure is a 503 with Retry-After (the platform will resend), never a
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +69,7 @@ def build_app(hub: Hub) -> web.Application:
         connector, mapping = rt
         try:
             events = connector.receive(inbound)
-            if inspect.isawaitable(events):  # a connector that must ask its platform first
+            if not isinstance(events, list):  # a coroutine: it must ask its platform first
                 events = await events
             # Bodies carry phones and addresses: sealed before they touch the disk.
             raw = [NewRawEvent(source_id, mapping.dedupe_key(event_document(source_id, e.headers, e.document)),

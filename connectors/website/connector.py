@@ -25,6 +25,10 @@ class WebsiteSourceConfig(SourceConfig):
         return v
 
 
+_ACCEPTED = Reply(200, b'{"status":"accepted"}')
+_DUPLICATE = Reply(200, b'{"status":"duplicate"}')
+
+
 class WebsiteSource:
     def __init__(self, config: WebsiteSourceConfig):
         self.config = config
@@ -41,9 +45,7 @@ class WebsiteSource:
         return [InboundEvent(body=request.body, document=doc, headers=kept)]
 
     def acknowledge(self, stored: int, duplicates: int) -> Reply:
-        if duplicates and not stored:
-            return Reply(200, b'{"status":"duplicate"}')
-        return Reply(200, b'{"status":"accepted"}')
+        return _DUPLICATE if duplicates and not stored else _ACCEPTED
 
 
 def _demo() -> DemoPart:

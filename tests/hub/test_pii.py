@@ -165,3 +165,24 @@ async def test_a_key_rotation_keeps_customers_whole(
 
 async def _done(hub: Hub, n: int) -> bool:
     return await count(hub, raw_events, raw_events.c.state == "done") == n
+
+
+def test_gcm_nonces_never_repeat_across_refills_or_a_fork() -> None:
+    from hub.pii import _nonces
+
+    seen = [_nonces.take() for _ in range(3 * _nonces.BATCH + 7)]  # crosses three refills
+    assert len(set(seen)) == len(seen) and {len(n) for n in seen} == {12}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what it would seal with next
+        os.write(write, b"".join(_nonces.take() for _ in range(50)))
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 12 * 50)
+    os.close(read)
+    parent = b"".join(_nonces.take() for _ in range(50))
+    # The child inherited the parent's pool; had it kept it, both would seal with the same nonces.
+    assert len(child) == 600 and child != parent
+    child_nonces = {child[i:i + 12] for i in range(0, 600, 12)}
+    assert not child_nonces & {parent[i:i + 12] for i in range(0, 600, 12)}
