@@ -29,7 +29,7 @@ from hub.errors import ConfigError, MappingError, Problem
 from hub.inbox import InboxWriter
 from hub.interfaces import WebhookSource
 from hub.mapping import InboundMapping, MappingSet
-from hub.metrics import Metrics
+from hub.metrics import Metrics, children
 from hub.pii import PiiCipher
 from hub.pipeline import DestinationRuntime, Pipeline, SourceRuntime
 from hub.polling import PollRunner, process_owner
@@ -74,6 +74,9 @@ class Hub:
         self.config = config
         self.registry = registry
         self.metrics = Metrics()
+        self._deliveries = children(self.metrics.deliveries)
+        self._delivery_seconds = children(self.metrics.delivery_seconds)
+        self._degraded = children(self.metrics.destination_degraded)
         self.db = Database(config.storage.url, sqlite_synchronous=config.storage.sqlite_synchronous,
                            busy_timeout=config.storage.sqlite_busy_timeout)
         sec = config.security
@@ -128,9 +131,10 @@ class Hub:
         st = self.config.storage
         self.inbox = InboxWriter(self.db, batch_max=st.batch_max, batch_delay=st.batch_delay,
                                  on_commit=self._on_commit)
+        settled = children(self.metrics.pipeline)
         self.pipeline = Pipeline(self.db, self.cipher, sources, dests, list(self.config.sync),
                                  batch=self.config.pipeline.batch,
-                                 on_result=lambda s, r: self.metrics.pipeline.labels(s, r).inc())
+                                 on_result=lambda s, r: settled(s, r).inc())
         self.deliverer = Deliverer(self.db, active, batch=self.config.delivery.batch,
                                    lease=self.config.delivery.lease, on_result=self._on_delivery)
 
@@ -139,10 +143,10 @@ class Hub:
         self.metrics.commit_rows.observe(rows)
 
     def _on_delivery(self, dest: str, result: str, seconds: float) -> None:
-        self.metrics.deliveries.labels(dest, result).inc()
-        self.metrics.delivery_seconds.labels(dest).observe(seconds)
+        self._deliveries(dest, result).inc()
+        self._delivery_seconds(dest).observe(seconds)
         health = self.deliverer.destinations[dest].health
-        self.metrics.destination_degraded.labels(dest).set(1 if health.degraded else 0)
+        self._degraded(dest).set(1 if health.degraded else 0)
 
     def wake_pipeline(self) -> None:
         self._wake_pipeline.set()

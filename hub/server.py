@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 import structlog
@@ -18,6 +18,7 @@ from aiohttp import web
 from hub.errors import IngressError, PayloadTooLarge, Quarantine, StorageUnavailable
 from hub.inbox import NewRawEvent
 from hub.interfaces import InboundRequest
+from hub.metrics import children
 from hub.pipeline import event_document
 
 if TYPE_CHECKING:
@@ -36,14 +37,7 @@ def build_app(hub: Hub) -> web.Application:
     app = web.Application(client_max_size=hub.config.server.max_body_bytes)
     app[HUB_KEY] = hub
     max_body = hub.config.server.max_body_bytes
-    counters: dict[tuple[str, str], Any] = {}
-
-    def counted(source_id: str, result: str) -> Any:
-        """The ingest counter child for (source, result); labels() is too slow per request."""
-        key = (source_id, result)
-        if key not in counters:
-            counters[key] = hub.metrics.ingest.labels(source_id, result)
-        return counters[key]
+    counted = children(hub.metrics.ingest)  # (source, result) → counter
 
     async def webhook(request: web.Request) -> web.Response:
         source_id = request.match_info["source_id"]
