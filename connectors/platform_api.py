@@ -52,18 +52,24 @@ class GatewayClient:
     async def _call_once(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         if self.quota is not None:
             await self.quota.acquire()
-        form = self.form(method, params)
-        try:
-            resp = await self.http.post(self.url, data=form)
-        except httpx.HTTPError as err:
-            raise SourceTransient(f"{self.platform} {method}: {type(err).__name__}: {err}") from None
-        if resp.status_code >= 500:
-            raise SourceTransient(f"{self.platform} {method}: HTTP {resp.status_code}")
-        try:
-            doc = orjson.loads(resp.content)
-        except orjson.JSONDecodeError:
-            raise SourceTransient(
-                f"{self.platform} {method}: HTTP {resp.status_code}, body is not JSON") from None
+        doc = await fetch_json(self.http, "POST", self.url, f"{self.platform} {method}",
+                               data=self.form(method, params))
         if not isinstance(doc, dict):
             raise SourceTransient(f"{self.platform} {method}: unexpected body")
         return self.unwrap(method, doc)
+
+
+async def fetch_json(http: httpx.AsyncClient, method: str, url: str, what: str, **kwargs: Any) -> Any:
+    """One platform HTTP call whose answer must be JSON. Transport trouble, a
+    5xx and a body that is not JSON are SourceTransient (worth another try);
+    ``what`` names the call in the message."""
+    try:
+        resp = await http.request(method, url, **kwargs)
+    except httpx.HTTPError as err:
+        raise SourceTransient(f"{what}: {type(err).__name__}: {err}") from None
+    if resp.status_code >= 500:
+        raise SourceTransient(f"{what}: HTTP {resp.status_code}")
+    try:
+        return orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        raise SourceTransient(f"{what}: HTTP {resp.status_code}, body is not JSON") from None

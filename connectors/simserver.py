@@ -76,7 +76,22 @@ class SimServer:
     port: int = field(default=0, init=False)
     _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
 
+    # A gateway simulator (one URL, the method in a parameter, as TOP and JOS
+    # have) names its path and implements handle(); others build their own app.
+    gateway_path: ClassVar[str] = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.gateway_path}"
+
     def build_app(self) -> web.Application:
+        if not self.gateway_path:
+            raise NotImplementedError
+        app = web.Application()
+        app.router.add_route("*", self.gateway_path, self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
         raise NotImplementedError
 
     # A simulator whose records move says where they are and how they move.

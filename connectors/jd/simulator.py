@@ -51,6 +51,7 @@ class JdSimulator(SimServer):
     access_token: str = "jd-sandbox-token-2c9f"
     seed: int = 5
     token_valid: bool = True
+    gateway_path: ClassVar[str] = "/routerjson"
     status_field: ClassVar[str] = "serviceStatus"
     terminal: ClassVar[tuple[Any, ...]] = TERMINAL
 
@@ -138,15 +139,6 @@ class JdSimulator(SimServer):
             service["approveNotes"] = notes
 
     # ------------------------------------------------------------ the gateway
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/routerjson"
-
-    def build_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/routerjson", self.handle)
-        return app
 
     async def handle(self, request: web.Request) -> web.Response:
         params = await self.gateway_params(request)

@@ -65,6 +65,7 @@ class TaobaoSimulator(SimServer):
     seller_nick: str = "hub旗舰店"
     seed: int = 7
     redeliver_after: float = 30.0       # seconds before an unconfirmed message comes again
+    gateway_path: ClassVar[str] = "/router/rest"
     terminal: ClassVar[tuple[Any, ...]] = TERMINAL
     session_valid: bool = True
     app_key_valid: bool = True
@@ -190,15 +191,6 @@ class TaobaoSimulator(SimServer):
             "content": orjson.dumps(content).decode()}
 
     # ------------------------------------------------------------ the gateway
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/router/rest"
-
-    def build_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/router/rest", self.handle)
-        return app
 
     async def handle(self, request: web.Request) -> web.Response:
         params = await self.gateway_params(request)

@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 import httpx
-import orjson
 
+from connectors.platform_api import fetch_json
 from hub.errors import SourceAuthError, SourceRejected, SourceThrottled, SourceTransient
 
 TOKEN_ERRORS = {40001, 40014, 42001}
@@ -61,16 +61,7 @@ class WechatApi:
             return await self._json("POST", path, params={"access_token": token}, json=body)
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            resp = await self.http.request(method, self.base_url + path, **kwargs)
-        except httpx.HTTPError as err:
-            raise SourceTransient(f"WeChat {path}: {type(err).__name__}: {err}") from None
-        if resp.status_code >= 500:
-            raise SourceTransient(f"WeChat {path}: HTTP {resp.status_code}")
-        try:
-            doc = orjson.loads(resp.content)
-        except orjson.JSONDecodeError:
-            raise SourceTransient(f"WeChat {path}: body is not JSON") from None
+        doc = await fetch_json(self.http, method, self.base_url + path, f"WeChat {path}", **kwargs)
         code = int(doc.get("errcode") or 0) if isinstance(doc, dict) else -1
         if code == 0:
             return doc
