@@ -135,20 +135,13 @@ class InboxWriter:
     async def _write(self, params: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
         """Insert one batch in one transaction; return the (source, key) pairs that were new."""
         if self.db.is_sqlite:
-            return await self.db.run_sqlite_write(lambda raw: insert_rows(raw.execute, "sqlite", params))
+            return await self.db.run_sqlite_write(lambda raw: insert_rows_sqlite(raw.execute, params))
         if self._conn is None:
             self._conn = await self.db.writer_connection()
         try:
-            # asyncpg itself, under SQLAlchemy's connection: the batch's statements
-            # are prepared once and their parameters encoded in C.
-            pg = (await self._conn.get_raw_connection()).driver_connection
-            assert pg is not None
+            pg = await _asyncpg(self._conn)
             async with pg.transaction():
-                new: set[tuple[str, str]] = set()
-                for chunk in _chunks(params):
-                    rows = await pg.fetch(_insert_sql("postgresql", len(chunk), returning=True), *_flat(chunk))
-                    new.update((r[0], r[1]) for r in rows)
-                return new
+                return await insert_rows_pg(pg, params)
         except BaseException:
             await self._drop_connection()  # a broken connection is not reused
             raise
@@ -163,28 +156,41 @@ def render_rows(db: Database, events: list[NewRawEvent], now: datetime) -> list[
             for e in events]
 
 
-Execute = Callable[[str, tuple[Any, ...]], Any]  # returns a cursor: rowcount, iterable rows
+async def insert_rows(conn: AsyncConnection, params: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+    """Insert rendered rows in ``conn``'s open transaction, skipping ones already
+    there; return the (source, dedupe key) pairs that were new."""
+    if conn.dialect.name == "sqlite":
+        return await conn.run_sync(lambda c: insert_rows_sqlite(c.exec_driver_sql, params))
+    return await insert_rows_pg(await _asyncpg(conn), params)
 
 
-def insert_rows(execute: Execute, dialect: str, params: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
-    """Insert rendered rows in the caller's transaction, skipping ones already
-    there; return the (source, dedupe key) pairs that were new.
+async def _asyncpg(conn: AsyncConnection) -> Any:
+    """asyncpg itself, under SQLAlchemy's connection (and in its transaction):
+    statements prepared once, parameters encoded in C."""
+    return (await conn.get_raw_connection()).driver_connection
 
-    ``execute`` is a synchronous driver-level call: a sqlite3 connection's
-    ``execute``, or a SQLAlchemy Connection's ``exec_driver_sql`` (under
-    ``run_sync`` when the connection is async)."""
-    if dialect != "sqlite":
-        new: set[tuple[str, str]] = set()
-        for chunk in _chunks(params):
-            new.update((r[0], r[1]) for r in execute(_insert_sql(dialect, len(chunk), returning=True), _flat(chunk)))
-        return new
-    # SQLite: no RETURNING, which costs one step (and one GIL hand-off) per
-    # row. The transaction holds the only write lock and SQLite gives each new
-    # row the next rowid, so the rows inserted here are the last `inserted` ids
-    # up to the last insert's rowid; usually they are all of them.
+
+async def insert_rows_pg(pg: Any, params: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+    new: set[tuple[str, str]] = set()
+    for chunk in _chunks(params):
+        new.update((r[0], r[1]) for r in await pg.fetch(_insert_sql("postgresql", len(chunk)), *_flat(chunk)))
+    return new
+
+
+Execute = Callable[[str, tuple[Any, ...]], Any]  # returns a cursor: rowcount, lastrowid, rows
+
+
+def insert_rows_sqlite(execute: Execute, params: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+    """The SQLite insert, synchronous: ``execute`` is a sqlite3 connection's
+    ``execute`` or a SQLAlchemy Connection's ``exec_driver_sql``.
+
+    No RETURNING, which costs one step (and one GIL hand-off) per row. The
+    transaction holds the only write lock and SQLite gives each new row the
+    next rowid, so the rows inserted here are the last `inserted` ids up to the
+    last insert's rowid; usually they are all of them."""
     inserted, last_id = 0, 0
     for chunk in _chunks(params):
-        cur = execute(_insert_sql(dialect, len(chunk), returning=False), _flat(chunk))
+        cur = execute(_insert_sql("sqlite", len(chunk)), _flat(chunk))
         if cur.rowcount:
             inserted, last_id = inserted + cur.rowcount, cur.lastrowid
     if inserted == len(params):
@@ -216,8 +222,8 @@ def _chunks(params: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_sql(dialect: str, rows: int, *, returning: bool) -> str:
-    """INSERT of ``rows`` rows in one statement (optionally reporting the rows it inserted)."""
+def _insert_sql(dialect: str, rows: int) -> str:
+    """INSERT of ``rows`` rows in one statement; on PostgreSQL it reports the rows it inserted."""
     if dialect == "sqlite":
         values = ", ".join(["(?, ?, ?, ?, ?, 'pending', 0)"] * rows)
     else:  # asyncpg: numbered parameters; headers arrive as JSON text
@@ -225,4 +231,4 @@ def _insert_sql(dialect: str, rows: int, *, returning: bool) -> str:
                            "'pending', 0)" for r in range(rows))
     return ("INSERT INTO raw_events (source_id, dedupe_key, received_at, headers, body, state, attempts) "
             f"VALUES {values} ON CONFLICT (source_id, dedupe_key) DO NOTHING"
-            + (" RETURNING source_id, dedupe_key" if returning else ""))
+            + ("" if dialect == "sqlite" else " RETURNING source_id, dedupe_key"))

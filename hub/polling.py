@@ -267,8 +267,7 @@ class PollRunner:
         rows = render_rows(self.db, self._raw(batch), now)
         async with self.db.write() as conn:
             await self._renew_lease(conn, now)
-            dialect = self.db.dialect
-            new = await conn.run_sync(lambda c: insert_rows(c.exec_driver_sql, dialect, rows)) if rows else set()
+            new = await insert_rows(conn, rows) if rows else set()
             await conn.execute(upsert(self.db, source_cursors, {
                 "source_id": self.source_id, "stream": stream, "cursor": batch.cursor,
                 "updated_at": now}, ["source_id", "stream"]))

@@ -69,11 +69,8 @@ class Database:
         return self._write_lock or contextlib.nullcontext()
 
     async def writer_connection(self) -> AsyncConnection:
-        """A connection kept open by a hot writer (the inbox) across transactions."""
-        conn = await self.engine.connect()
-        if self.is_sqlite:
-            conn = await conn.execution_options(hub_write=True)
-        return conn
+        """A connection kept open by a hot writer (the PostgreSQL inbox) across transactions."""
+        return await self.engine.connect()
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -97,8 +94,7 @@ class Database:
                     with conn.begin():
                         return work(conn)
 
-            async with self.write_lock():
-                return await asyncio.get_running_loop().run_in_executor(self._sync_thread, run)
+            return await self._in_sqlite_thread(run)
         async with self.engine.connect() as aconn, aconn.begin():
             return await aconn.run_sync(work)
 
@@ -129,6 +125,10 @@ class Database:
                 raise
             return result
 
+        return await self._in_sqlite_thread(run)
+
+    async def _in_sqlite_thread(self, run: Callable[[], T]) -> T:
+        assert self._sync_thread is not None
         async with self.write_lock():
             return await asyncio.get_running_loop().run_in_executor(self._sync_thread, run)
 
