@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hub.casts import SHANGHAI
 from hub.config import PolledSourceConfig
 from hub.interfaces import InboundEvent, PollBatch
-from hub.mapping import SHANGHAI
 from hub.polling import window_end
 from hub.records import utcnow
 

@@ -74,7 +74,8 @@ def run(config: ConfigPath = None) -> None:
     from hub.daemon import Hub, run_until_signalled
 
     cfg, registry = _load(config)
-    logs.configure(cfg.logging.level, cfg.logging.format)
+    logs.configure(cfg.logging.level, cfg.logging.format, repeat_limit=cfg.logging.repeat_limit,
+                   repeat_window=cfg.logging.repeat_window)
     try:
         asyncio.run(run_until_signalled(Hub(cfg, registry)))
     except (ConfigError, MappingError) as err:

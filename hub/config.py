@@ -67,8 +67,23 @@ class Strict(BaseModel):
 
 
 class ServerConfig(Strict):
+    """The HTTP listener and what it may hold: every bound here keeps one
+    client, or a slow database, from growing the process or tying it up."""
+
     listen: str = "127.0.0.1:8080"
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    # Bodies held at once while they wait for their commit (the database slow
+    # or locked); past it a request is answered 503 + Retry-After, unread.
+    max_pending_bytes: int = Field(default=64 * 1_048_576, gt=0)
+    # How long a request waits for its events to be committed before 503.
+    inbox_timeout: Duration = Field(default=10.0, gt=0)
+    # A connection that has not sent a whole request head this long after it
+    # opened (or after its last answer) is closed: slow clients, idle keep-alives.
+    header_timeout: Duration = Field(default=10.0, gt=0)
+    # Time to receive a body once its head arrived (408 past it).
+    body_timeout: Duration = Field(default=30.0, gt=0)
+    # Open connections at once; one more is answered 503 and closed.
+    max_connections: int = Field(default=4096, gt=0)
 
     @field_validator("listen")
     @classmethod
@@ -290,9 +305,23 @@ class DeliveryConfig(Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
 
+class SupervisorConfig(Strict):
+    """Background workers (inbox writer, pipeline, delivery, pollers) are
+    restarted when they fail; one silent for ``stall_after`` turns /readyz
+    503 and stops the systemd watchdog ping, so systemd restarts the process."""
+
+    stall_after: Duration = Field(default=60.0, gt=0)
+    max_backoff: Duration = Field(default=30.0, gt=0)
+
+
 class LoggingConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
+    # The same message more than repeat_limit times within repeat_window is
+    # counted, not written (the next one written says how many were left out);
+    # 0 writes every line.
+    repeat_limit: int = Field(default=20, ge=0)
+    repeat_window: Duration = Field(default=60.0, gt=0)
 
 
 class HubConfig(Strict):
@@ -305,6 +334,7 @@ class HubConfig(Strict):
     routing: dict[str, Any] | None = None
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     mappings_dir: str | None = None
 

@@ -19,127 +19,35 @@ Paths read the parsed body; ``@headers.<name>`` reads a request header
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import jmespath
 import jmespath.exceptions
+import orjson
 
+from hub.casts import CASTS, CastError
 from hub.errors import ConfigError, MappingError, Problem, Quarantine
-from hub.lifecycle import PRIORITIES, STATUSES, TYPES
+from hub.normalized import (
+    CUSTOMER_FIELDS,
+    IDENTITY_KINDS,
+    INTERACTION_FIELDS,
+    MAX_DEPTH,
+    ORDER_FIELDS,
+    REQUIRED_TICKET,
+    TICKET_FIELDS,
+    Normalized,
+    check_identities,
+    check_section,
+    nesting_depth_over,
+)
+from hub.redaction import describe
 from hub.yamlfile import YamlDoc, join_path, load_yaml
 
-SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")  # no DST since 1991
-
 Getter = Callable[[Any], Any]
-
-# --------------------------------------------------------------------- casts
-
-
-class CastError(ValueError):
-    pass
-
-
-def _to_fen(v: Any) -> int:
-    """Yuan (``"59.78"``, ``59.78``, ``59``) → fen, exactly, via Decimal."""
-    try:
-        d = Decimal(str(v).strip())
-    except InvalidOperation:
-        raise CastError(f"{v!r} is not an amount in yuan") from None
-    fen = d * 100
-    if fen != fen.to_integral_value():
-        raise CastError(f"{v!r} has more than 2 decimals")
-    return int(fen)
-
-
-def _fen(v: Any) -> int:
-    if isinstance(v, bool):
-        raise CastError(f"{v!r} is not an amount in fen")
-    try:
-        d = Decimal(str(v).strip())
-    except InvalidOperation:
-        raise CastError(f"{v!r} is not an amount in fen") from None
-    if d != d.to_integral_value():
-        raise CastError(f"{v!r} is not a whole number of fen")
-    return int(d)
-
-
-def _int(v: Any) -> int:
-    if isinstance(v, bool):
-        raise CastError(f"{v!r} is not an integer")
-    try:
-        return int(str(v).strip())
-    except ValueError:
-        raise CastError(f"{v!r} is not an integer") from None
-
-
-def _iso_datetime(v: Any) -> datetime:
-    """ISO 8601; a time without a zone is platform local time (Asia/Shanghai)."""
-    try:
-        dt = datetime.fromisoformat(str(v).strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise CastError(f"{v!r} is not an ISO 8601 time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=SHANGHAI)
-    return dt.astimezone(UTC)
-
-
-def _local_datetime(v: Any) -> datetime:
-    """``yyyy-MM-dd HH:mm:ss`` in Asia/Shanghai (Taobao, JD) → UTC."""
-    try:
-        dt = datetime.strptime(str(v).strip()[:19], "%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        raise CastError(f"{v!r} is not a yyyy-MM-dd HH:mm:ss time") from None
-    return dt.replace(tzinfo=SHANGHAI).astimezone(UTC)
-
-
-def _unix(v: Any) -> datetime:
-    try:
-        return datetime.fromtimestamp(float(v), UTC)
-    except (TypeError, ValueError, OverflowError):
-        raise CastError(f"{v!r} is not a unix time in seconds") from None
-
-
-def _unix_ms(v: Any) -> datetime:
-    try:
-        return datetime.fromtimestamp(float(v) / 1000, UTC)
-    except (TypeError, ValueError, OverflowError):
-        raise CastError(f"{v!r} is not a unix time in milliseconds") from None
-
-
-def _bool(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("true", "1", "yes", "y"):
-        return True
-    if s in ("false", "0", "no", "n"):
-        return False
-    raise CastError(f"{v!r} is not a boolean")
-
-
-def _fen_to_yuan(v: Any) -> str:
-    return f"{Decimal(_fen(v)) / 100:.2f}"
-
-
-CASTS: dict[str, Callable[[Any], Any]] = {
-    "str": lambda v: str(v),
-    "strip": lambda v: str(v).strip(),
-    "lower": lambda v: str(v).strip().lower(),
-    "int": _int,
-    "bool": _bool,
-    "yuan": _to_fen,          # yuan in → fen out
-    "fen": _fen,              # already fen; checked to be whole
-    "fen_to_yuan": _fen_to_yuan,
-    "datetime": _iso_datetime,
-    "local_datetime": _local_datetime,
-    "unix": _unix,
-    "unix_ms": _unix_ms,
-}
 
 # --------------------------------------------------------------------- paths
 
@@ -296,13 +204,15 @@ class Compiler:
                     raise FieldFailure(f"{label}: required value is missing")
                 return None
             if vmap is not None:
+                if isinstance(value, (dict, list)):
+                    raise FieldFailure(f"{label}: expected a code, got {describe(value)}")
                 key = str(value).lower() if isinstance(value, bool) else str(value)
                 if key in vmap:
                     value = vmap[key]
                 elif has_map_default:
                     value = map_default
                 else:
-                    raise FieldFailure(f"{label}: value {value!r} has no entry in the map")
+                    raise FieldFailure(f"{label}: value {describe(value)} has no entry in the map")
             if cast is not None and value is not None:
                 try:
                     value = cast(value)
@@ -310,7 +220,10 @@ class Compiler:
                     raise FieldFailure(f"{label}: {err}") from None
             if each is not None:
                 if not isinstance(value, list):
-                    raise FieldFailure(f"{label}: expected a list, got {type(value).__name__}")
+                    raise FieldFailure(f"{label}: expected a list, got {describe(value)}")
+                for i, item in enumerate(value):
+                    if not isinstance(item, dict):
+                        raise FieldFailure(f"{label}[{i}]: expected an object, got {describe(item)}")
                 value = [{k: g(item) for k, g in each.items()} for item in value]
             return value
 
@@ -335,42 +248,6 @@ class Compiler:
 
 # --------------------------------------------------------------------- inbound
 
-TICKET_FIELDS = {
-    "external_id": None, "type": TYPES, "status": STATUSES, "reason_code": None,
-    "reason_text": None, "description": None, "priority": PRIORITIES, "refund_amount": None,
-    "items": None, "source_updated_at": None, "created_at": None, "queue": None,
-}
-ORDER_FIELDS = {"external_id": None, "status": None, "paid_amount": None, "items": None,
-                "placed_at": None,
-                # any_channel: the number names an order of any channel (a caller keying
-                # in a Taobao order number), not one of this source's own.
-                "match": ("own_channel", "any_channel")}
-CUSTOMER_FIELDS = {"display_name": None, "phone": None, "address": None, "email": None}
-IDENTITY_KINDS = ("taobao_open_uid", "taobao_nick", "jd_pin", "wechat_openid", "wechat_unionid",
-                  "phone", "email", "site_user")
-REQUIRED_TICKET = ("external_id", "type", "status")
-# attach: true → the turn goes on the customer's open ticket when there is one.
-# follows: the dedupe key of an earlier event of the same source whose ticket this
-# turn belongs to (a call's recording follows the call's record).
-INTERACTION_FIELDS = {"kind": ("message", "call", "recording"), "text": None, "attach": None, "at": None,
-                      "detail": None, "follows": None}
-
-
-@dataclass(frozen=True)
-class Normalized:
-    """What one raw event says, in the standard model's terms."""
-
-    ticket: dict[str, Any]
-    order: dict[str, Any] | None
-    customer: dict[str, Any]
-    identities: list[tuple[str, str]]
-    # A conversation turn (a chat message, a call): recorded on the customer's
-    # open ticket when ``attach`` and there is one, else on the ticket it opens.
-    interaction: dict[str, Any] | None = None
-    # Why this event makes no ticket at all (a session-opened ping, say), or None.
-    ignored: str | None = None
-
-
 @dataclass
 class InboundMapping:
     name: str
@@ -392,36 +269,62 @@ class InboundMapping:
         parts = [g(doc) for g in self._dedupe]
         if any(p in _EMPTY for p in parts):
             raise Quarantine("dedupe key is missing from the event")
-        return ":".join(str(p) for p in parts)
+        return bounded_key(":".join(_key_part(p) for p in parts))
 
     def apply(self, doc: dict[str, Any]) -> Normalized:
         """Pure: ``{"body", "headers", "source"}`` → Normalized, or Quarantine."""
+        if nesting_depth_over(doc.get("body")):
+            raise Quarantine(f"mapping {self.label}: body nests deeper than {MAX_DEPTH} levels")
         try:
-            ignored = self._ignore(doc) if self._ignore is not None else None
-            if ignored not in _EMPTY and ignored is not False:
-                return Normalized(ticket={}, order=None, customer={}, identities=[], ignored=str(ignored))
-            interaction = ({k: g(doc) for k, g in self._interaction.items()}
-                           if self._interaction is not None else None)
-            if interaction is not None and interaction.get("kind") in _EMPTY:
-                interaction = None  # this event is not a conversation turn
-            if interaction is not None and interaction.get("follows") not in _EMPTY:
-                # It joins an earlier event's ticket: nothing of its own to normalize.
-                return Normalized(ticket={}, order=None, customer={}, identities=[], interaction=interaction)
-            ticket = {k: g(doc) for k, g in self._ticket.items()}
-            order = {k: g(doc) for k, g in self._order.items()}
-            customer = {k: g(doc) for k, g in self._customer.items()}
-            idents = [(k, str(v)) for k, g in self._identities.items() if (v := g(doc)) not in _EMPTY]
-        except FieldFailure as err:
+            return self._apply(doc)
+        except (FieldFailure, Quarantine) as err:
             raise Quarantine(f"mapping {self.label}: {err}") from None
+
+    def _apply(self, doc: dict[str, Any]) -> Normalized:
+        ignored = self._ignore(doc) if self._ignore is not None else None
+        if ignored not in _EMPTY and ignored is not False:
+            return Normalized(ticket={}, order=None, customer={}, identities=[],
+                              ignored=_key_part(ignored)[:200])
+        interaction = None
+        if self._interaction is not None:
+            turn = {k: g(doc) for k, g in self._interaction.items()}
+            if turn.get("kind") not in _EMPTY:  # else this event is not a conversation turn
+                interaction = check_section("interaction", turn, INTERACTION_FIELDS)
+        if interaction is not None and interaction.get("follows") not in _EMPTY:
+            # It joins an earlier event's ticket: nothing of its own to normalize.
+            interaction["follows"] = bounded_key(interaction["follows"])
+            return Normalized(ticket={}, order=None, customer={}, identities=[], interaction=interaction)
+        ticket = {k: g(doc) for k, g in self._ticket.items()}
         for key in REQUIRED_TICKET:
             if ticket.get(key) in _EMPTY:
-                raise Quarantine(f"mapping {self.label}: ticket.{key} is missing")
-        ticket["external_id"] = str(ticket["external_id"])
-        order_out = order if order.get("external_id") not in _EMPTY else None
-        if order_out is not None:
-            order_out["external_id"] = str(order_out["external_id"])
+                raise Quarantine(f"ticket.{key} is missing")
+        ticket = check_section("ticket", ticket, TICKET_FIELDS)
+        order = {k: g(doc) for k, g in self._order.items()}
+        order_out = (check_section("order", order, ORDER_FIELDS)
+                     if order.get("external_id") not in _EMPTY else None)
+        customer = check_section("customer", {k: g(doc) for k, g in self._customer.items()},
+                                 CUSTOMER_FIELDS)
+        idents = check_identities([(k, v) for k, g in self._identities.items()
+                                   if (v := g(doc)) not in _EMPTY])
         return Normalized(ticket=ticket, order=order_out, customer=customer, identities=idents,
                           interaction=interaction)
+
+
+MAX_KEY = 200  # characters of a dedupe key kept as it is
+
+
+def _key_part(value: Any) -> str:
+    return value if isinstance(value, str) else str(value) if isinstance(value, (int, float, bool)) \
+        else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def bounded_key(key: str) -> str:
+    """A dedupe key as the unique index takes it: a long key, or one with
+    characters a database column refuses (NUL, lone surrogates), is replaced by
+    its SHA-256, so equal keys stay equal and the insert never fails."""
+    if len(key) <= MAX_KEY and key.isprintable():
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _section(c: Compiler, data: dict[str, Any], name: str, allowed: dict[str, Any]) -> dict[str, Getter]:
@@ -434,7 +337,8 @@ def _section(c: Compiler, data: dict[str, Any], name: str, allowed: dict[str, An
         if key not in allowed:
             c.error(join_path(name, key), f"unknown {name} field (expected one of {', '.join(allowed)})")
             continue
-        out[key] = c.field(spec, join_path(name, key), allowed=allowed[key])
+        kind = allowed[key]
+        out[key] = c.field(spec, join_path(name, key), allowed=kind if isinstance(kind, tuple) else None)
     return out
 
 

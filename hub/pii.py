@@ -55,13 +55,51 @@ def mask_phone(phone: str | None) -> str | None:
     return "*" * max(0, len(p) - 2) + p[-2:]
 
 
-# A mainland mobile number anywhere in free text: +86 / 86 prefix, spaces or dashes.
-PHONE_IN_TEXT = re.compile(r"(?<!\d)(?:\+?86[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)")
+# Phone numbers anywhere in free text, in the ways people write them: a
+# mainland mobile (139 1234 5678, 139.1234.5678, (139)12345678, +86-139…) or a
+# landline with its area code (0571-8888 6666, (0571)88886666, +86 571 8888 6666).
+# One separator (space, dot, dash) may sit between the groups. Linear: no
+# nested repetition, so a megabyte of digits costs a megabyte of scanning.
+_SEP = r"[\s.\-]?"
+_COUNTRY = r"\(?(?:\+|00)?86\)?" + _SEP
+PHONE_IN_TEXT = re.compile(
+    r"(?<!\d)(?:"
+    rf"(?:{_COUNTRY})?(?:\(1[3-9]\d\)|1[3-9]\d){_SEP}\d{{4}}{_SEP}\d{{4}}"                # mobile
+    rf"|(?:{_COUNTRY}(?:\(0\))?\(?0?|\(?0)[1-9]\d{{1,2}}\)?{_SEP}\d{{3,4}}{_SEP}\d{{4}}"  # landline
+    r")(?!\d)")
+EMAIL_IN_TEXT = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
+
+
+# Chinese input methods type full-width digits and brackets; they are found
+# on a folded copy (same length, so positions carry over to the original).
+_FULLWIDTH = str.maketrans("０１２３４５６７８９＋（）－．　", "0123456789+()-. ")
 
 
 def mask_phones_in(text: str) -> str:
     """Free text (a chat message, a description) with every phone number masked."""
-    return PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group(0)) or "", text)
+    folded = text if text.isascii() else text.translate(_FULLWIDTH)
+    out: list[str] = []
+    last = 0
+    for m in PHONE_IN_TEXT.finditer(folded):
+        out += [text[last:m.start()], mask_phone(m.group(0)) or ""]
+        last = m.end()
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
+
+
+def mask_contacts_in(text: str) -> str:
+    """Free text with every phone number and e-mail address masked (what logs print)."""
+    return EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)) or "", mask_phones_in(text))
+
+
+def mask_name(name: str | None) -> str | None:
+    """``王芳`` → ``王*``, ``欧阳娜娜`` → ``欧***``: the first character, never the whole name."""
+    if not name:
+        return name
+    name = name.strip()
+    return name[:1] + "*" * min(3, max(1, len(name) - 1))
 
 
 def mask_address(address: str | None) -> str | None:

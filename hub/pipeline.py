@@ -23,12 +23,14 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 import structlog
+from cryptography.exceptions import InvalidTag
 
 from hub.config import DestinationConfig, SourceConfig, SyncRule
 from hub.errors import Quarantine
 from hub.lifecycle import OPEN_STATUSES, Outcome, decide
 from hub.linking import Merge, link_customer, link_order, update_by_id
-from hub.mapping import InboundMapping, Normalized, OutboundMapping
+from hub.mapping import InboundMapping, OutboundMapping
+from hub.normalized import Normalized
 from hub.pii import PiiCipher, mask_phones_in
 from hub.records import (
     customers,
@@ -40,6 +42,7 @@ from hub.records import (
     tickets,
     utcnow,
 )
+from hub.redaction import error_summary, scrub_error_text
 from hub.storage import UNAVAILABLE, Database
 from hub.sync import Change, destinations_for
 from hub.views import customer_view, iso, order_view, ticket_view
@@ -49,6 +52,7 @@ log = structlog.get_logger("hub.pipeline")
 # Ticket fields an event may update besides status.
 UPDATABLE = ("type", "reason_code", "reason_text", "description", "priority", "refund_amount", "items")
 MAX_CONFLICT_ATTEMPTS = 5
+MAX_FAILED_ATTEMPTS = 3  # an event that breaks its transaction, taken alone this often: quarantined
 
 # Built once (see hub.linking): per-event statement construction dominates on SQLite.
 _SETTLE = update_by_id(raw_events)
@@ -120,38 +124,95 @@ class Pipeline:
         self.rules = rules
         self.batch = batch
         self.on_result = on_result  # (source_id, "done"|"quarantined"|"retry") → metrics
+        self._claimed: list[int] = []  # ids of the batch in progress
+        # After a batch failed as a whole: how many of its events to take one at a
+        # time, so the one that breaks it is found and quarantined, not retried forever.
+        self._alone = 0
 
     async def run_once(self) -> int:
         """Process one batch; returns how many raw events it settled."""
-        results: list[tuple[str, str]] = await self.db.run_write(self._batch)
+        size = 1 if self._alone else self.batch
+        self._claimed = []
+        try:
+            results: list[tuple[str, str]] = await self.db.run_write(lambda c: self._batch(c, size))
+        except Exception as err:
+            if not self._claimed:
+                raise
+            if not self._alone:
+                # Something in this batch broke the transaction: the database, or one event.
+                self._alone = len(self._claimed)
+                log.warning("pipeline batch failed; retrying its events one at a time",
+                            events=len(self._claimed), error=error_summary(err))
+                raise
+            if not await self._count_failure(self._claimed[0], err):
+                raise  # the database itself is failing: back off
+            return 0
+        if self._alone:
+            self._alone -= 1
         for source_id, result in results:
             self._count(source_id, result)
         return sum(1 for _, result in results if result != "retry")
 
-    def _batch(self, conn: sa.Connection) -> list[tuple[str, str]]:
+    async def _count_failure(self, raw_id: int, err: BaseException) -> bool:
+        """One more failed attempt of an event processed alone; quarantined at the
+        limit. False when even that write fails (the database is the problem)."""
+
+        def count(conn: sa.Connection) -> int | None:
+            attempts = conn.execute(
+                sa.update(raw_events).where(raw_events.c.id == raw_id, raw_events.c.state == "pending")
+                .values(attempts=raw_events.c.attempts + 1).returning(raw_events.c.attempts)).scalar()
+            if attempts is not None and attempts >= MAX_FAILED_ATTEMPTS:
+                self._settle(conn, raw_id, "quarantined", utcnow(),
+                             reason=f"failed {attempts} times alone: {error_summary(err)}")
+            return attempts
+
+        try:
+            attempts = await self.db.run_write(count)
+        except Exception:  # noqa: BLE001 - the original error is what the caller reports
+            return False
+        log.error("event failed", event_id=raw_id, attempts=attempts, error=error_summary(err),
+                  quarantined=attempts is not None and attempts >= MAX_FAILED_ATTEMPTS)
+        if attempts is None or attempts >= MAX_FAILED_ATTEMPTS:
+            self._alone = max(0, self._alone - 1)
+        return True
+
+    def _batch(self, conn: sa.Connection, size: int) -> list[tuple[str, str]]:
         # Runs synchronously inside one transaction (a worker thread on SQLite).
         stmt = (sa.select(raw_events.c.id, raw_events.c.source_id, raw_events.c.headers,
                           raw_events.c.body, raw_events.c.attempts)
-                .where(raw_events.c.state == "pending").order_by(raw_events.c.id).limit(self.batch))
+                .where(raw_events.c.state == "pending").order_by(raw_events.c.id).limit(size))
         rows = conn.execute(self.db.for_update_skip_locked(stmt)).all()
-        return [(row.source_id, self._process(conn, row)) for row in rows]
+        self._claimed = [row.id for row in rows]
+        out = [(row.source_id, self._process(conn, row)) for row in rows]
+        self._claimed = []
+        return out
+
+    def _normalize(self, rt: SourceRuntime | None, row: Any) -> Normalized:
+        if rt is None:
+            raise Quarantine(f"source {row.source_id!r} is not configured")
+        try:
+            text = self.cipher.open_body(row.body)
+        except (ValueError, InvalidTag, UnicodeDecodeError) as err:
+            raise Quarantine(f"the sealed body cannot be opened ({type(err).__name__}): "
+                             "was it sealed with a key no longer configured?") from None
+        normalized = rt.mapping.apply(event_document(row.source_id, row.headers, parse_body(text)))
+        scrub_free_text(normalized)
+        return normalized
 
     def _process(self, conn: sa.Connection, row: Any) -> str:
         """Settle one raw event: "done", "quarantined", or "retry" (left pending)."""
         now = utcnow()
         rt = self.sources.get(row.source_id)
+        label = rt.mapping.label if rt else None
         try:
-            if rt is None:
-                raise Quarantine(f"source {row.source_id!r} is not configured")
-            text = self.cipher.open_body(row.body)
-            body = parse_body(text)
-            normalized = rt.mapping.apply(event_document(row.source_id, row.headers, body))
+            normalized = self._normalize(rt, row)
         except Quarantine as q:
-            self._settle(conn, row.id, "quarantined", now, reason=str(q),
-                          mapping=rt.mapping.label if rt else None)
-            log.warning("event quarantined", source=row.source_id, event_id=row.id, reason=str(q))
-            return "quarantined"
-        scrub_free_text(normalized)
+            return self._quarantine(conn, row, str(q), label, now)
+        except Exception as err:  # noqa: BLE001 - one event is one unit of failure
+            log.error("event could not be normalized", source=row.source_id, event_id=row.id, exc_info=err)
+            return self._quarantine(conn, row, f"internal error while mapping: {error_summary(err)}",
+                                    label, now)
+        assert rt is not None
         if normalized.ignored is not None:
             self._settle(conn, row.id, "done", now, reason=f"ignored: {normalized.ignored}",
                          mapping=rt.mapping.label)
@@ -165,9 +226,8 @@ class Pipeline:
             savepoint.rollback()
             attempts = row.attempts + 1
             if attempts >= MAX_CONFLICT_ATTEMPTS:
-                self._settle(conn, row.id, "quarantined", now, mapping=rt.mapping.label,
-                              reason=f"conflict after {attempts} attempts: {err.orig}")
-                return "quarantined"
+                return self._quarantine(conn, row, f"conflict after {attempts} attempts: "
+                                        f"{error_summary(err)}", label, now)
             conn.execute(sa.update(raw_events).where(raw_events.c.id == row.id)
                          .values(attempts=attempts))
             return "retry"
@@ -175,17 +235,19 @@ class Pipeline:
             raise
         except Quarantine as q:
             savepoint.rollback()
-            self._settle(conn, row.id, "quarantined", now, reason=str(q), mapping=rt.mapping.label)
-            return "quarantined"
-        except Exception as err:
-            # A bug must not wedge the inbox: keep the event, say why, move on.
+            return self._quarantine(conn, row, str(q), label, now)
+        except Exception as err:  # noqa: BLE001 - a bug must not wedge the inbox
             savepoint.rollback()
-            log.exception("event failed", source=row.source_id, event_id=row.id)
-            self._settle(conn, row.id, "quarantined", now, mapping=rt.mapping.label,
-                          reason=f"internal error: {type(err).__name__}: {err}")
-            return "quarantined"
+            log.error("event failed", source=row.source_id, event_id=row.id, exc_info=err)
+            return self._quarantine(conn, row, f"internal error: {error_summary(err)}", label, now)
         self._settle(conn, row.id, "done", now, mapping=rt.mapping.label, ticket_id=ticket_id)
         return "done"
+
+    def _quarantine(self, conn: sa.Connection, row: Any, reason: str, label: str | None,
+                    now: datetime) -> str:
+        kept = self._settle(conn, row.id, "quarantined", now, reason=reason, mapping=label)
+        log.warning("event quarantined", source=row.source_id, event_id=row.id, reason=kept)
+        return "quarantined"
 
     def _count(self, source_id: str, result: str) -> None:
         if self.on_result is not None:
@@ -193,9 +255,14 @@ class Pipeline:
 
     def _settle(self, conn: sa.Connection, raw_id: int, state: str, now: datetime, *,
                 reason: str | None = None, mapping: str | None = None,
-                ticket_id: int | None = None) -> None:
+                ticket_id: int | None = None) -> str | None:
+        """The raw event's new state; its reason passes the redaction of error text
+        on the way (what a mapping quotes of an event is a code, never data)."""
+        if reason is not None:
+            reason = scrub_error_text(reason)[:2000]
         conn.execute(_SETTLE, {"row_id": raw_id, "state": state, "reason": reason,
                                "mapping_version": mapping, "ticket_id": ticket_id, "processed_at": now})
+        return reason
 
     # ------------------------------------------------------------ apply one event
 

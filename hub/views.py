@@ -1,6 +1,7 @@
 """Public views of records: what pushes, the API and the CLI show.
 
-Contact fields are masked unless the viewer (a destination with ``pii: true``,
+Contact fields — phone, address, e-mail and the customer's name, and e-mail
+identities — are masked unless the viewer (a destination with ``pii: true``,
 a token with ``pii``) may see them in clear.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from hub.pii import PiiCipher, mask_address, mask_email, mask_phone
+from hub.pii import PiiCipher, mask_address, mask_email, mask_name, mask_phone
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -47,12 +48,13 @@ def customer_view(row: Any | None, cipher: PiiCipher, *, pii: bool,
     address = cipher.decrypt(row.address_enc) if row.address_enc else None
     view: dict[str, Any] = {
         "id": row.id,
-        "display_name": row.display_name,
+        "display_name": row.display_name if pii else mask_name(row.display_name),
         "phone": phone if pii else mask_phone(phone),
         "address": address if pii else mask_address(address),
         "email": row.email if pii else mask_email(row.email),
     }
     if identities is not None:
         # Phone identities hold a blind index: meaningless outside, so not shown.
-        view["identities"] = [{"kind": k, "value": v} for k, v in identities if k != "phone"]
+        view["identities"] = [{"kind": k, "value": v if pii or k != "email" else mask_email(v)}
+                              for k, v in identities if k != "phone"]
     return view

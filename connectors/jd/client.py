@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from connectors.platform_api import GatewayClient
 from connectors.signing import md5_wrapped, sorted_concat
+from hub.casts import SHANGHAI
 from hub.errors import SourceAuthError, SourceRejected, SourceThrottled, SourceTransient
-from hub.mapping import SHANGHAI
 from hub.quota import TokenBucket
 from hub.records import utcnow
 

@@ -24,7 +24,7 @@ from connectors import fakedata
 from connectors.jd.client import response_key, sign
 from connectors.simserver import SimServer
 from connectors.window_poll import PLATFORM_TIME, platform_time
-from hub.mapping import SHANGHAI
+from hub.casts import SHANGHAI
 
 STATUS_NAMES = {10001: "待审核", 10002: "待客户反馈", 10003: "审核关闭", 10004: "待客户发货",
                 10005: "待收货", 10006: "待处理", 10007: "待退款", 10009: "处理完成", 10010: "已取消"}

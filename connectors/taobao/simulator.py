@@ -29,7 +29,7 @@ from connectors import fakedata
 from connectors.simserver import SimServer
 from connectors.taobao.client import SIGN_METHODS, response_key, sign
 from connectors.window_poll import PLATFORM_TIME, platform_time
-from hub.mapping import SHANGHAI
+from hub.casts import SHANGHAI
 
 TERMINAL = ("SUCCESS", "CLOSED")
 TOPIC_FOR = {

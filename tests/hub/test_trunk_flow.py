@@ -3,6 +3,8 @@ order and customer → a push with a valid Standard Webhooks signature."""
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 import sqlalchemy as sa
 
@@ -37,9 +39,14 @@ async def test_signed_request_becomes_linked_ticket_and_signed_push(
     assert data["ticket"]["refund_amount"] == round(float(msg["data"]["amount"]) * 100)
     assert data["order"]["external_id"] == msg["data"]["order_id"]
     assert data["order"]["is_stub"] is True
-    assert data["customer"]["display_name"] == msg["data"]["customer"]["name"]
-    phone = msg["data"]["customer"]["phone"]
-    assert data["customer"]["phone"] == phone[:3] + "****" + phone[-4:]  # masked: pii is off
+    name, phone, email = (msg["data"]["customer"][k] for k in ("name", "phone", "email"))
+    # Masked: pii is off. The name keeps its first character only, the e-mail its domain.
+    assert data["customer"]["display_name"] == name[0] + "*" * min(3, len(name) - 1)
+    assert data["customer"]["phone"] == phone[:3] + "****" + phone[-4:]
+    assert data["customer"]["email"] == email[0] + "***@" + email.split("@")[1]
+    assert {"kind": "email", "value": email[0] + "***@" + email.split("@")[1]} in data["customer"]["identities"]
+    pushed = json.dumps(push.body, ensure_ascii=False)
+    assert email not in pushed and name not in pushed
     assert data["change"] == {"from": None, "to": "new"}
 
     async with hub.db.read() as conn:

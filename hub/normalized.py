@@ -1,0 +1,166 @@
+"""What one raw event says in the standard model's terms, and the shape it must have.
+
+A mapping reads whatever the platform sent; before any of it reaches the
+database, :func:`check` holds each field to its kind — text is text, an
+amount is whole fen in range, a time is an aware datetime in range, items are
+a bounded list of flat objects, a code is one of its values — so a wrong
+type is a quarantine with a reason, never a database error that rolls back a
+whole batch. Ids that go into unique indexes are bounded (a PostgreSQL btree
+refuses rows over ~2.7 KB). Pure; no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from hub.casts import EARLIEST, LATEST, MAX_FEN
+from hub.errors import Quarantine
+from hub.lifecycle import PRIORITIES, STATUSES, TYPES
+from hub.redaction import describe
+
+MAX_ID = 128          # characters of an external id (platform ids are under 64)
+MAX_IDENTITY = 256    # characters of an identity value
+MAX_ITEMS = 500       # lines of one order or request
+MAX_DEPTH = 64        # nesting of a body (real payloads stay under 10)
+
+# Field → kind. A kind is "text", "id", "amount", "time", "items", "flag", "json",
+# or a tuple of the codes allowed.
+TICKET_FIELDS: dict[str, Any] = {
+    "external_id": "id", "type": TYPES, "status": STATUSES, "reason_code": "text",
+    "reason_text": "text", "description": "text", "priority": PRIORITIES, "refund_amount": "amount",
+    "items": "items", "source_updated_at": "time", "created_at": "time", "queue": "text",
+}
+ORDER_FIELDS: dict[str, Any] = {
+    "external_id": "id", "status": "text", "paid_amount": "amount", "items": "items",
+    "placed_at": "time",
+    # any_channel: the number names an order of any channel (a caller keying
+    # in a Taobao order number), not one of this source's own.
+    "match": ("own_channel", "any_channel"),
+}
+CUSTOMER_FIELDS: dict[str, Any] = {"display_name": "text", "phone": "text", "address": "text",
+                                   "email": "text"}
+IDENTITY_KINDS = ("taobao_open_uid", "taobao_nick", "jd_pin", "wechat_openid", "wechat_unionid",
+                  "phone", "email", "site_user")
+REQUIRED_TICKET = ("external_id", "type", "status")
+# attach: true → the turn goes on the customer's open ticket when there is one.
+# follows: the dedupe key of an earlier event of the same source whose ticket this
+# turn belongs to (a call's recording follows the call's record).
+INTERACTION_FIELDS: dict[str, Any] = {
+    "kind": ("message", "call", "recording"), "text": "text", "attach": "flag", "at": "time",
+    "detail": "json", "follows": "text",
+}
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """What one raw event says, in the standard model's terms."""
+
+    ticket: dict[str, Any]
+    order: dict[str, Any] | None
+    customer: dict[str, Any]
+    identities: list[tuple[str, str]]
+    # A conversation turn (a chat message, a call): recorded on the customer's
+    # open ticket when ``attach`` and there is one, else on the ticket it opens.
+    interaction: dict[str, Any] | None = None
+    # Why this event makes no ticket at all (a session-opened ping, say), or None.
+    ignored: str | None = None
+
+
+def nesting_depth_over(doc: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when ``doc`` nests deeper than ``limit`` (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def _text(where: str, v: Any, limit: int | None = None) -> str:
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise Quarantine(f"{where}: expected text, got {describe(v)}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise Quarantine(f"{where}: expected text, got {describe(v)}")
+    if isinstance(v, int) and abs(v) >= 10**20:
+        raise Quarantine(f"{where}: expected text, got {describe(v)}")
+    s = v if isinstance(v, str) else str(v)
+    if limit is not None and len(s) > limit:
+        raise Quarantine(f"{where}: longer than {limit} characters ({len(s)})")
+    if "\x00" in s:
+        raise Quarantine(f"{where}: text holds a NUL character")
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Quarantine(f"{where}: text is not valid Unicode") from None
+    return s
+
+
+def _scalar(where: str, v: Any) -> Any:
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        if isinstance(v, float) and not math.isfinite(v) or abs(v) >= 10**20:
+            raise Quarantine(f"{where}: number out of range")
+        return v
+    return _text(where, v)
+
+
+def _value(where: str, kind: Any, v: Any) -> Any:
+    if isinstance(kind, tuple):
+        if not isinstance(v, str) or v not in kind:
+            raise Quarantine(f"{where}: {describe(v)} is not one of {', '.join(kind)}")
+        return v
+    if kind == "text":
+        return _text(where, v)
+    if kind == "id":
+        return _text(where, v, MAX_ID)
+    if kind == "amount":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise Quarantine(f"{where}: expected whole fen (cast: yuan or fen), got {describe(v)}")
+        if not 0 <= v <= MAX_FEN:
+            raise Quarantine(f"{where}: amount out of range (0..{MAX_FEN} fen)")
+        return v
+    if kind == "time":
+        if not isinstance(v, datetime) or v.tzinfo is None:
+            raise Quarantine(f"{where}: expected a time (a datetime/unix cast), got {describe(v)}")
+        if not EARLIEST <= v < LATEST:
+            raise Quarantine(f"{where}: time outside {EARLIEST.year}..{LATEST.year - 1}")
+        return v
+    if kind == "items":
+        if not isinstance(v, list):
+            raise Quarantine(f"{where}: expected a list of items, got {describe(v)}")
+        if len(v) > MAX_ITEMS:
+            raise Quarantine(f"{where}: more than {MAX_ITEMS} items ({len(v)})")
+        out = []
+        for i, item in enumerate(v):
+            if not isinstance(item, dict):
+                raise Quarantine(f"{where}[{i}]: expected an object, got {describe(item)}")
+            out.append({_text(f"{where}[{i}] key", k, 64): _scalar(f"{where}[{i}].{k}", x)
+                        for k, x in item.items()})
+        return out
+    if kind == "flag":
+        if not isinstance(v, bool):
+            raise Quarantine(f"{where}: expected true or false, got {describe(v)}")
+        return v
+    return v  # "json": any JSON value; nesting is bounded for the whole body
+
+
+def check_section(name: str, values: dict[str, Any], kinds: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each field held to its kind (numbers as text where text is
+    wanted); Quarantine naming the field otherwise. None means absent."""
+    return {k: (None if v is None else _value(f"{name}.{k}", kinds[k], v)) for k, v in values.items()}
+
+
+def check_identities(pairs: list[tuple[str, Any]]) -> list[tuple[str, str]]:
+    return [(k, _text(f"identities.{k}", v, MAX_IDENTITY)) for k, v in pairs]
