@@ -1,6 +1,7 @@
 """Request signing shared by Taobao TOP and JD JOS: both sort the parameters by
 name, concatenate name+value with no separators, and digest that with the app
-secret — JD's md5 scheme is TOP's ``sign_method=md5`` (PLATFORMS.md §1.2, §2.1)."""
+secret — JD's md5 scheme is TOP's ``sign_method=md5`` (PLATFORMS.md §1.2, §2.1).
+And the one way every connector compares a signature it was given."""
 
 from __future__ import annotations
 
@@ -25,3 +26,10 @@ def md5_wrapped(secret: str, text: str) -> str:
 def hmac_hex(secret: str, text: str, digest: str) -> str:
     """upper(hex(HMAC-<digest>(secret, text)))."""
     return hmac.new(secret.encode(), text.encode(), digest).hexdigest().upper()
+
+
+def same_signature(given: str, expected: str) -> bool:
+    """Constant-time comparison of a signature from a request with the one we
+    computed. ``hmac.compare_digest`` refuses ``str`` with non-ASCII characters
+    (TypeError), and a request may carry anything: compare the UTF-8 bytes."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())

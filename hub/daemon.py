@@ -28,6 +28,7 @@ from hub.delivery import ActiveDestination, Deliverer
 from hub.errors import ConfigError, MappingError, Problem
 from hub.inbox import InboxWriter
 from hub.interfaces import WebhookSource
+from hub.limits import ByteBudget
 from hub.mapping import InboundMapping, MappingSet
 from hub.metrics import Metrics, children
 from hub.pii import PiiCipher
@@ -38,6 +39,7 @@ from hub.registry import Registry
 from hub.retry import RetryPolicy
 from hub.server import build_app
 from hub.storage import UNAVAILABLE, Database
+from hub.supervisor import Supervisor, Worker
 
 log = structlog.get_logger("hub.daemon")
 
@@ -86,7 +88,15 @@ class Hub:
         self.webhook_sources: dict[str, tuple[WebhookSource, InboundMapping]] = {}
         self.pollers: dict[str, PollRunner] = {}
         self.owner = process_owner()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor(stall_after=config.supervisor.stall_after,
+                                     max_backoff=config.supervisor.max_backoff,
+                                     on_restart=lambda name: self._restarts(name).inc())
+        self._restarts = children(self.metrics.worker_restarts)
+        self._gauges_beat: Callable[[], None] = lambda: None
+        self.intake_budget = ByteBudget(config.server.max_pending_bytes)
+        m = self.metrics
+        m.intake_bytes.set_function(lambda: self.intake_budget.in_use)
+        m.workers_stalled.set_function(lambda: len(self.supervisor.stalled()))
         self._stopping = asyncio.Event()
         self._wake_pipeline = asyncio.Event()
         self._wake_delivery = asyncio.Event()
@@ -131,6 +141,7 @@ class Hub:
         st = self.config.storage
         self.inbox = InboxWriter(self.db, batch_max=st.batch_max, batch_delay=st.batch_delay,
                                  on_commit=self._on_commit)
+        self.metrics.inbox_queue.set_function(lambda: self.inbox.queued)
         settled = children(self.metrics.pipeline)
         self.pipeline = Pipeline(self.db, self.cipher, sources, dests, list(self.config.sync),
                                  batch=self.config.pipeline.batch,
@@ -159,29 +170,34 @@ class Hub:
             await self.db.migrate()
         if self.db.is_sqlite:
             await self.deliverer.release_claims()
-        self.inbox.start()
         await self.deliverer.start()
-        self._tasks = [
-            asyncio.create_task(self._loop("delivery", self.deliverer.run_once, self._wake_delivery),
-                                name=f"delivery-{i}")
-            for i in range(self.config.delivery.workers)
-        ]
+        sup = self.supervisor
+        sup.spawn("inbox-writer", lambda w: self.inbox.run(w.beat, sup.beat_every))
+        for i in range(self.config.delivery.workers):
+            sup.spawn(f"delivery-{i}", lambda w: self._loop(w, lambda: self.deliverer.run_once(),
+                                                            self._wake_delivery))
         if self.config.pipeline.enabled:
-            self._tasks.append(asyncio.create_task(
-                self._loop("pipeline", self.pipeline.run_once, self._wake_pipeline,
-                           after=self._wake_delivery.set), name="pipeline"))
+            sup.spawn("pipeline", lambda w: self._loop(w, lambda: self.pipeline.run_once(),
+                                                       self._wake_pipeline, after=self._wake_delivery.set))
         for runner in self.pollers.values():
-            runner.start()
-        self.scheduler.add_job(self._wake_pipeline.set, "interval", seconds=self.config.pipeline.tick,
-                               id="pipeline-tick", coalesce=True, max_instances=1)
-        self.scheduler.add_job(self._wake_delivery.set, "interval", seconds=self.config.delivery.tick,
-                               id="delivery-tick", coalesce=True, max_instances=1)
-        self.scheduler.add_job(self.refresh_gauges, "interval", seconds=5, id="gauges",
+            for name, work in runner.workers():
+                sup.spawn(name, work)
+        self._gauges_beat = sup.watch("gauges")
+        # Jobs are coroutines so they run on the event loop: APScheduler runs
+        # plain functions in a thread, where neither asyncio.Event.set() is safe
+        # nor a watchdog ping proves anything about the loop.
+        self.scheduler.add_job(self._tick, "interval", args=[self._wake_pipeline],
+                               seconds=self.config.pipeline.tick, id="pipeline-tick", coalesce=True,
+                               max_instances=1)
+        self.scheduler.add_job(self._tick, "interval", args=[self._wake_delivery],
+                               seconds=self.config.delivery.tick, id="delivery-tick", coalesce=True,
+                               max_instances=1)
+        self.scheduler.add_job(self.refresh_gauges, "interval", seconds=sup.beat_every, id="gauges",
                                coalesce=True, max_instances=1)
         interval = systemd.watchdog_interval()
         if interval:
-            self.scheduler.add_job(systemd.notify, "interval", args=["WATCHDOG=1"], seconds=interval,
-                                   id="watchdog")
+            self.scheduler.add_job(self.watchdog, "interval", seconds=interval, id="watchdog",
+                                   coalesce=True, max_instances=1)
         self.scheduler.start()
         if serve:
             self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=10)
@@ -199,58 +215,64 @@ class Hub:
     async def stop(self) -> None:
         log.info("hub stopping: draining")
         self.draining = True
+        sup = self.supervisor
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self._runner is not None:
             await self._runner.cleanup()  # stops listening, waits for in-flight requests
             self._runner = None
         for runner in self.pollers.values():
-            await runner.stop()
+            runner.request_stop()
+        await sup.stop(sup.names("poll-"), grace=5)
+        for runner in self.pollers.values():
+            await runner.close()
         for connector, _ in self.webhook_sources.values():
             aclose = getattr(connector, "aclose", None)  # e.g. WeChat's API client
             if aclose is not None:
                 await aclose()
+        self.inbox.closing()
+        await sup.stop(["inbox-writer"], grace=self.config.server.inbox_timeout)
         await self.inbox.close()
         self._stopping.set()
         self._wake_pipeline.set()
         self._wake_delivery.set()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await sup.stop(["pipeline", *sup.names("delivery-")], grace=30)
         await self.deliverer.close()
         async with self._gauges_lock:
             await self.db.close()
         log.info("hub stopped")
 
-    async def _loop(self, name: str, step: Callable[[], Awaitable[int]], wake: asyncio.Event,
+    @staticmethod
+    async def _tick(wake: asyncio.Event) -> None:
+        wake.set()
+
+    async def _loop(self, worker: Worker, step: Callable[[], Awaitable[int]], wake: asyncio.Event,
                     after: Callable[[], None] | None = None) -> None:
-        """Run ``step`` until it finds nothing, then sleep until woken (or a tick)."""
-        backoff = 0.5
+        """Run ``step`` until it finds nothing, then sleep until woken (or a few seconds).
+
+        An error ends the loop: the supervisor logs it and starts it again after a
+        backoff (storage down, or a bug), and /readyz shows it meanwhile."""
         while not self._stopping.is_set():
             wake.clear()
-            try:
-                done = await step()
-                backoff = 0.5
-            except UNAVAILABLE as err:
-                log.error(f"{name} step failed: storage unavailable", error=str(err))
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 30)
-                continue
-            except Exception:
-                log.exception(f"{name} step failed")
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 30)
-                continue
+            done = await step()
+            worker.beat()
             if done:
                 if after is not None:
                     after()
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=5)
+                await asyncio.wait_for(wake.wait(), timeout=self.supervisor.beat_every)
+            worker.beat()
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+    async def watchdog(self) -> None:
+        """The systemd watchdog ping: sent from the event loop (so a blocked loop
+        sends none), and only while every worker is making progress."""
+        stalled = self.supervisor.stalled()
+        if stalled:
+            log.error("watchdog ping withheld: workers stalled", stalled=stalled)
+            systemd.notify("STATUS=stalled: " + "; ".join(stalled))
+            return
+        systemd.notify("WATCHDOG=1")
 
     # ------------------------------------------------------------ health
 
@@ -260,9 +282,7 @@ class Hub:
             problems.append("shutting down")
         if not await self.db.ping():
             problems.append("database unreachable")
-        for task in self._tasks:
-            if task.done():
-                problems.append(f"worker {task.get_name()} stopped")
+        problems.extend(self.supervisor.problems())
         return problems
 
     async def refresh_gauges(self) -> None:
@@ -275,6 +295,7 @@ class Hub:
                 # APScheduler cancels a running job when it shuts down (we are
                 # stopping); the gauges simply keep their last values.
                 return
+        self._gauges_beat()
 
     async def _refresh_gauges(self) -> None:
         try:

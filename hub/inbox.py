@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hub.errors import StorageUnavailable
+from hub.errors import PayloadError, StorageUnavailable
 from hub.records import utcnow
 from hub.storage import Database, storage_errors_as_unavailable
 
@@ -61,31 +61,48 @@ class InboxWriter:
         self.batch_delay = batch_delay
         self.on_commit = on_commit  # (rows, seconds) → metrics
         self._pending: collections.deque[_Item] = collections.deque()
+        self.queued = 0  # events waiting in the queue (for /metrics)
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._task: asyncio.Task[None] | None = None
         self._conn: AsyncConnection | None = None  # PostgreSQL: kept across batches
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="inbox-writer")
-
-    async def submit(self, events: list[NewRawEvent]) -> Stored:
-        """Store ``events`` durably; returns once committed. Raises StorageUnavailable."""
-        if self._closing or self._task is None:
+    async def submit(self, events: list[NewRawEvent], timeout: float | None = None) -> Stored:
+        """Store ``events`` durably; returns once committed. Raises StorageUnavailable,
+        also when the commit has not happened within ``timeout`` seconds."""
+        if self._closing:
             raise StorageUnavailable("the hub is shutting down")
         fut: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._pending.append((events, fut))
+        self.queued += len(events)
         self._wake.set()
-        return await fut
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            # Answered 503, so the platform sends it again; if the writer has not
+            # taken it yet it never will.
+            fut.cancel()
+            raise StorageUnavailable(f"not committed within {timeout:.0f} s "
+                                     "(the database is slow or locked)") from None
+
+    def closing(self) -> None:
+        """Take no more: :meth:`run` returns once what is queued is committed."""
+        self._closing = True
+        self._wake.set()
+
+    def start(self) -> None:
+        """Run the writer as a plain task (tests, benchmarks): the hub supervises :meth:`run`."""
+        self._task = asyncio.create_task(self.run(), name="inbox-writer")
 
     async def close(self) -> None:
-        """Commit everything already submitted, then stop."""
-        self._closing = True
+        """Commit anything still queued (if :meth:`run` was cut short), then let go."""
+        self.closing()
         if self._task is not None:
-            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        while self._pending:
+            await self._commit(self._take())
         await self._drop_connection()
 
     async def _drop_connection(self) -> None:
@@ -94,38 +111,60 @@ class InboxWriter:
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    async def _run(self) -> None:
+    async def run(self, beat: Callable[[], None] = lambda: None, idle: float = 5.0) -> None:
+        """The writer: one group commit after another, until :meth:`closing` and drained."""
         while True:
+            beat()
             if not self._pending:
                 if self._closing:
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=idle)
                 continue
             if self.batch_delay > 0:
                 await asyncio.sleep(self.batch_delay)
-            batch: list[_Item] = []
-            rows = 0
-            while self._pending and rows < self.batch_max:
-                item = self._pending.popleft()
-                batch.append(item)
-                rows += len(item[0])
-            await self._commit(batch)
+            await self._commit(self._take())
+
+    def _take(self) -> list[_Item]:
+        """Up to ``batch_max`` rows of what is queued; abandoned waiters' events are dropped."""
+        batch: list[_Item] = []
+        rows = 0
+        while self._pending and rows < self.batch_max:
+            item = self._pending.popleft()
+            self.queued -= len(item[0])
+            if item[1].done():  # its request timed out and was answered 503
+                continue
+            batch.append(item)
+            rows += len(item[0])
+        return batch
 
     async def _commit(self, batch: list[_Item]) -> None:
-        params = render_rows(self.db, [e for events, _ in batch for e in events], utcnow())
+        """Write one batch; every waiter hears how it went, whatever goes wrong."""
+        now = utcnow()
+        params: list[tuple[Any, ...]] = []
+        writing: list[_Item] = []
+        for events, fut in batch:
+            try:
+                params.extend(render_rows(self.db, events, now))
+                writing.append((events, fut))
+            except (TypeError, ValueError) as err:  # headers that are not JSON-able text
+                _fail(fut, PayloadError(f"event cannot be stored: {type(err).__name__}"))
         started = time.perf_counter()
         try:
             new_keys = await self._write(params) if params else set()
+        except asyncio.CancelledError:
+            for _, fut in writing:
+                _fail(fut, StorageUnavailable("the hub is shutting down"))
+            raise
         except Exception as err:  # noqa: BLE001 - every waiter must hear about it
             unavailable = storage_errors_as_unavailable(err) or StorageUnavailable(
-                f"inbox write failed: {type(err).__name__}: {err}")
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(unavailable)
+                f"inbox write failed: {type(err).__name__}")
+            for _, fut in writing:
+                _fail(fut, unavailable)
             return
         elapsed = time.perf_counter() - started
-        for events, fut in batch:
+        for events, fut in writing:
             new = sum(1 for e in events if (e.source_id, e.dedupe_key) in new_keys)
             if not fut.done():
                 fut.set_result(Stored(stored=new, duplicates=len(events) - new))
@@ -145,6 +184,13 @@ class InboxWriter:
         except BaseException:
             await self._drop_connection()  # a broken connection is not reused
             raise
+
+
+
+
+def _fail(fut: asyncio.Future[Stored], err: Exception) -> None:
+    if not fut.done():
+        fut.set_exception(err)
 
 
 def render_rows(db: Database, events: list[NewRawEvent], now: datetime) -> list[tuple[Any, ...]]:

@@ -60,5 +60,14 @@ class Metrics:
                                      "Platform call failures by source and kind (throttled, auth, failure)",
                                      ["source", "kind"], registry=r)
 
+        self.worker_restarts = Counter("hub_worker_restarts_total",
+                                       "Background workers restarted after an error", ["worker"], registry=r)
+        self.inbox_queue = Gauge("hub_inbox_queue_events", "Events waiting for their group commit",
+                                 registry=r)
+        self.intake_bytes = Gauge("hub_intake_pending_bytes",
+                                  "Bytes of requests held while they wait for their commit", registry=r)
+        self.workers_stalled = Gauge("hub_workers_stalled", "Background workers making no progress",
+                                     registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

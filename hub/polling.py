@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import socket
@@ -48,6 +49,7 @@ from hub.pii import PiiCipher
 from hub.pipeline import event_document
 from hub.records import source_cursors, source_state, utcnow
 from hub.storage import UNAVAILABLE, Database
+from hub.supervisor import Worker, WorkerFn
 
 log = structlog.get_logger("hub.polling")
 
@@ -114,7 +116,6 @@ class PollRunner:
         self.health = SourceHealth()
         self._lease_until: datetime | None = None
         self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
         self._state_lock = asyncio.Lock()
 
     @property
@@ -123,67 +124,70 @@ class PollRunner:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._stream_loop(s), name=f"poll-{self.source_id}-{s.name}")
-                       for s in self.source.streams()]
+    def workers(self) -> list[tuple[str, WorkerFn]]:
+        """One supervised worker per stream (:class:`hub.supervisor.Supervisor` runs them)."""
+        return [(f"poll-{self.source_id}-{s.name}", functools.partial(self._stream_loop, s))
+                for s in self.source.streams()]
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Let a batch in flight commit (up to ``grace``), then stop and give the lease back."""
+    def request_stop(self) -> None:
+        """Stop after the batch in flight commits (the supervisor cancels what overruns)."""
         self._stopping.set()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+
+    async def close(self) -> None:
+        """Give the lease back and close the platform client."""
         with contextlib.suppress(*UNAVAILABLE):
             await self._release_lease()
         await self.source.aclose()
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float, worker: Worker | None = None) -> None:
+        if worker is not None:
+            worker.excuse(seconds + 5)  # waiting on purpose: not a stall
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=max(0.0, seconds))
 
     # ------------------------------------------------------------ one stream
 
-    async def _stream_loop(self, stream: PollStream) -> None:
+    async def _stream_loop(self, stream: PollStream, worker: Worker) -> None:
         while not self._stopping.is_set():
+            worker.beat()
+            throttled = False
             try:
                 if not await self._hold_lease():
                     self.health.leased = False
-                    await self._sleep(min(stream.interval, self.lease_seconds / 2))
+                    await self._sleep(min(stream.interval, self.lease_seconds / 2), worker)
                     continue
                 self.health.leased = True
                 wait = self.circuit.remaining()
                 if wait > 0:
-                    await self._sleep(wait)
+                    await self._sleep(wait, worker)
                     continue
-                throttled = await self._poll_stream(stream)
+                throttled = await self._poll_stream(stream, worker)
+                await self._save_health()
             except UNAVAILABLE as err:
                 log.error("poll: storage unavailable", source=self.source_id, error=str(err))
-                await self._sleep(5)
+                await self._sleep(5, worker)
                 continue
             except LeaseLost:
                 log.warning("poll: lease lost to another process", source=self.source_id)
                 self._lease_until = None
                 continue
-            except Exception:
+            except Exception as err:
                 # A bug in a connector must not kill its loop silently.
-                log.exception("poll step failed", source=self.source_id, stream=stream.name)
+                log.error("poll step failed", source=self.source_id, stream=stream.name, exc_info=err)
                 self._failed(SourceError("internal error; see the hub's log"), trip=False)
-                throttled = False
-            await self._save_health()
+                with contextlib.suppress(*UNAVAILABLE):
+                    await self._save_health()
             if not throttled:
-                await self._sleep(stream.interval)
+                await self._sleep(stream.interval, worker)
 
-    async def _poll_stream(self, stream: PollStream) -> bool:
+    async def _poll_stream(self, stream: PollStream, worker: Worker) -> bool:
         """Read the stream to its end; True when throttled (go again at once: the
         bucket does the waiting)."""
         cursor = await load_cursor(self.db, self.source_id, stream.name)
         try:
             async for batch in prefetched(stream.poll(cursor)):
                 await self.store(stream.name, batch)
+                worker.beat()
                 if batch.after_commit is not None:
                     await batch.after_commit()
                 if self._stopping.is_set():
@@ -191,6 +195,7 @@ class PollRunner:
         except SourceThrottled as err:
             hold = err.retry_after if err.retry_after is not None else 1.0
             self.source.quota.hold(hold)
+            worker.excuse(hold + 5)
             self._note_error(err, "throttled")
             log.warning("poll throttled by the platform", source=self.source_id, stream=stream.name,
                         hold=hold, error=str(err))

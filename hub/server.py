@@ -7,7 +7,9 @@ storage failure is a 503 with Retry-After (the platform will resend), never a
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -17,7 +19,9 @@ from aiohttp import web
 
 from hub.errors import IngressError, PayloadTooLarge, Quarantine, StorageUnavailable
 from hub.inbox import NewRawEvent
-from hub.interfaces import InboundRequest
+from hub.interfaces import InboundRequest, WebhookSource
+from hub.limits import REQUEST_OVERHEAD
+from hub.mapping import InboundMapping
 from hub.metrics import children
 from hub.pipeline import event_document
 
@@ -29,14 +33,41 @@ HUB_KEY = web.AppKey("hub", object)
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps({"error": code, "message": message}),
-                        content_type="application/json", headers=headers)
+    try:
+        body = orjson.dumps({"error": code, "message": message})
+    except TypeError:  # a message quoting undecodable input: keep it readable, escaped
+        body = orjson.dumps({"error": code,
+                             "message": message.encode("utf-8", "backslashreplace").decode("ascii")})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def undecodable(request: web.Request) -> str | None:
+    """What in the request line or headers is not UTF-8, or None.
+
+    aiohttp hands over header bytes that are not UTF-8 as lone surrogates and
+    percent-escapes in the query as U+FFFD; either would reach a signature
+    check, a log line or the inbox as text that is not text."""
+    for name, value in request.headers.items():
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"header {name} is not valid UTF-8"
+    raw = request.rel_url.raw_query_string
+    if "%" in raw:
+        try:
+            urllib.parse.unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return "the query string is not valid UTF-8"
+    return None
 
 
 def build_app(hub: Hub) -> web.Application:
-    app = web.Application(client_max_size=hub.config.server.max_body_bytes)
+    server = hub.config.server
+    app = web.Application(client_max_size=server.max_body_bytes)
     app[HUB_KEY] = hub
-    max_body = hub.config.server.max_body_bytes
+    max_body = server.max_body_bytes
+    budget = hub.intake_budget
     counted = children(hub.metrics.ingest)  # (source, result) → counter
 
     async def webhook(request: web.Request) -> web.Response:
@@ -49,18 +80,44 @@ def build_app(hub: Hub) -> web.Application:
         if hub.draining:
             return _error(503, "shutting_down", "the hub is shutting down; retry shortly",
                           {"Retry-After": "5"})
-        if request.content_length is not None and request.content_length > max_body:
+        problem = undecodable(request)
+        if problem is not None:
+            counted(source_id, "bad_encoding").inc()
+            return _error(400, "bad_encoding", problem)
+        length = request.content_length
+        if length is not None and length > max_body:
             counted(source_id, "too_large").inc()
             return _error(413, PayloadTooLarge.code,
-                          f"body of {request.content_length} bytes is over the {max_body}-byte limit")
+                          f"body of {length} bytes is over the {max_body}-byte limit")
+        # A compressed body may inflate up to the limit: charge the limit.
+        charge = REQUEST_OVERHEAD + (length if length is not None and "content-encoding" not in request.headers
+                                     else max_body)
+        if not budget.take(charge):
+            counted(source_id, "overloaded").inc()
+            return _error(503, "overloaded", "the hub holds as many requests as it may; retry shortly",
+                          {"Retry-After": "2"})
         try:
-            body = await request.read()
+            return await accept(request, source_id, *rt)
+        finally:
+            budget.give_back(charge)
+
+    async def accept(request: web.Request, source_id: str, connector: WebhookSource,
+                     mapping: InboundMapping) -> web.Response:
+        try:
+            async with asyncio.timeout(server.body_timeout):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             counted(source_id, "too_large").inc()
             return _error(413, PayloadTooLarge.code, f"body is over the {max_body}-byte limit")
+        except TimeoutError:
+            counted(source_id, "body_timeout").inc()
+            return _error(408, "request_timeout",
+                          f"body not received within {server.body_timeout:.0f} s", {"Connection": "close"})
+        except web.RequestPayloadError as err:
+            counted(source_id, "bad_body").inc()
+            return _error(400, "bad_body", f"body could not be read: {type(err.__cause__ or err).__name__}")
         inbound = InboundRequest(method=request.method, path=request.path, query=request.query,
                                  headers=request.headers, body=body, remote=request.remote)
-        connector, mapping = rt
         try:
             events = connector.receive(inbound)
             if not isinstance(events, list):  # a coroutine: it must ask its platform first
@@ -75,8 +132,14 @@ def build_app(hub: Hub) -> web.Application:
         except Quarantine as err:
             counted(source_id, "no_dedupe_key").inc()
             return _error(400, "bad_payload", str(err))
+        # Only the sealed copies wait for the commit: the parsed documents, often
+        # several times the body's size, are let go first.
+        del events, inbound, body
         try:
-            stored = await hub.inbox.submit(raw)
+            stored = await hub.inbox.submit(raw, timeout=server.inbox_timeout)
+        except IngressError as err:  # an event the database cannot take as it is
+            counted(source_id, err.code).inc()
+            return _error(err.status, err.code, str(err))
         except StorageUnavailable as err:
             counted(source_id, "unavailable").inc()
             log.error("inbox write failed", source=source_id, error=str(err))
@@ -93,6 +156,10 @@ def build_app(hub: Hub) -> web.Application:
         rt = hub.webhook_sources.get(source_id)
         if rt is None:
             return _error(404, "unknown_source", f"no webhook source {source_id!r}")
+        problem = undecodable(request)
+        if problem is not None:
+            counted(source_id, "bad_encoding").inc()
+            return _error(400, "bad_encoding", problem)
         answer = getattr(rt[0], "challenge", None)
         if answer is None:
             return _error(405, "method_not_allowed", f"source {source_id!r} takes POST only",

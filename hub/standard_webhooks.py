@@ -87,10 +87,11 @@ def verify(
     if missing:
         raise VerificationError(f"missing header(s): {', '.join(missing)}")
     assert msg_id and ts_text and sig_header
-    try:
-        ts = int(ts_text)
-    except ValueError:
-        raise VerificationError("webhook-timestamp is not an integer number of seconds") from None
+    if not msg_id.isascii():
+        raise VerificationError("webhook-id must be ASCII")
+    if not (ts_text.isascii() and ts_text.isdigit() and len(ts_text) <= 12):
+        raise VerificationError("webhook-timestamp is not an integer number of seconds")
+    ts = int(ts_text)
     current = time.time() if now is None else now
     if ts < current - tolerance:
         raise VerificationError(f"webhook-timestamp is too old ({int(current - ts)} s; tolerance {tolerance} s)")
@@ -99,7 +100,7 @@ def verify(
     candidates = []
     for part in sig_header.split():
         version, _, value = part.partition(",")
-        if version == "v1" and value:
+        if version == "v1" and value and value.isascii():  # base64 is ASCII; compare_digest needs it
             candidates.append(value)
     if not candidates:
         raise VerificationError("webhook-signature has no v1 signature")

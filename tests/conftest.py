@@ -179,3 +179,32 @@ async def deliver_once(destination: Any, push: Any) -> Any:
     """One delivery attempt, as a delivery worker makes it."""
     async with aiohttp.ClientSession() as session:
         return await destination.deliver(push, session)
+
+
+async def raw_http(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` as it is (any bytes, however malformed) and read the answer:
+    status, headers (lower-case names), body. Status 0: closed without one."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout)  # the server closes after answering
+    except ConnectionResetError:
+        raw = b""
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/"):
+        return 0, {}, raw
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split(" ")[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def http_request(method: str, path: str, headers: dict[str, str | bytes], body: bytes = b"") -> bytes:
+    """One HTTP/1.1 request as bytes; header values may be bytes (not UTF-8, say)."""
+    lines = [f"{method} {path} HTTP/1.1".encode(), b"Host: 127.0.0.1", b"Connection: close",
+             b"Content-Length: %d" % len(body)]
+    for name, value in headers.items():
+        lines.append(name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

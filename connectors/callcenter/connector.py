@@ -27,6 +27,7 @@ import orjson
 from pydantic import ConfigDict, SecretStr, model_validator
 
 from connectors.jsonbody import parse_json_object
+from connectors.signing import same_signature
 from hub.config import SourceConfig
 from hub.errors import PayloadError, VerificationError
 from hub.interfaces import ConnectorSpec, InboundEvent, InboundRequest, Reply, SourceKind
@@ -78,7 +79,7 @@ class CallcenterSource:
             if not given_sig:
                 raise VerificationError(f"{self.config.signature_header} is missing")
             expected = hmac.new(self._secret, request.body, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(given_sig.lower(), expected):
+            if not same_signature(given_sig.lower(), expected):
                 raise VerificationError(f"{self.config.signature_header} does not match the body")
 
     def receive(self, request: InboundRequest) -> list[InboundEvent]:

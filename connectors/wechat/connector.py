@@ -68,13 +68,18 @@ class WechatSourceConfig(SourceConfig):
         return self
 
 
-def xml_to_dict(elem: Element) -> Any:
+MAX_XML_DEPTH = 32  # WeChat's messages nest three levels
+
+
+def xml_to_dict(elem: Element, depth: int = 1) -> Any:
     children = list(elem)
     if not children:
         return (elem.text or "").strip()
+    if depth >= MAX_XML_DEPTH:
+        raise PayloadError(f"XML nests deeper than {MAX_XML_DEPTH} levels")
     out: dict[str, Any] = {}
     for child in children:
-        value = xml_to_dict(child)
+        value = xml_to_dict(child, depth + 1)
         if child.tag in out:  # repeated tags become a list
             prev = out[child.tag]
             out[child.tag] = [*prev, value] if isinstance(prev, list) else [prev, value]

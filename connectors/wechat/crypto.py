@@ -24,6 +24,7 @@ import struct
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from connectors.signing import same_signature
 from hub.errors import PayloadError, VerificationError
 
 BLOCK = 32
@@ -36,7 +37,7 @@ def signature(*parts: str) -> str:
 def check_signature(given: str | None, *parts: str, what: str = "signature") -> None:
     if not given:
         raise VerificationError(f"{what} is missing")
-    if not hmac.compare_digest(given.lower(), signature(*parts)):
+    if not same_signature(given.lower(), signature(*parts)):
         raise VerificationError(f"{what} does not match")
 
 
