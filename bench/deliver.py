@@ -4,8 +4,9 @@
 
 Fills the outbox with N pending pushes (one per ticket, ~1 KB each), starts
 a receiver in its own process (the bare aiohttp handler), and times the
-hub's Deliverer draining the outbox: claim batches, sign, POST concurrently,
-record outcomes with their timeline events. The baseline, in the same run,
+hub's Deliverer draining the outbox: claim up to the destination's free
+slots, sign, POST concurrently, record outcomes with their timeline events
+as they complete. The baseline, in the same run,
 is the same N POSTs from one aiohttp client session with no database at all.
 """
 
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -30,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import bench_database, free_port, wait_port  # noqa: E402
 from connectors.webhook.destination import WebhookDestination, WebhookDestinationConfig  # noqa: E402
 from hub import standard_webhooks  # noqa: E402
-from hub.config import DeliveryConfig, RetryConfig  # noqa: E402
+from hub.config import RetryConfig  # noqa: E402
 from hub.delivery import ActiveDestination, Deliverer  # noqa: E402
 from hub.records import outbox, tickets, utcnow  # noqa: E402
 from hub.retry import RetryPolicy  # noqa: E402
@@ -53,14 +56,14 @@ async def fill(db: Database, n: int, payload: str) -> None:
             for i in range(1, n + 1)])
 
 
-async def run_hub(url: str, n: int, payload: str, target: str, workers: int) -> float:
+async def run_hub(url: str, n: int, payload: str, target: str) -> float:
     db = Database(url)
     await db.migrate()
     await fill(db, n, payload)
     cfg = WebhookDestinationConfig(id="erp", kind="webhook", url=target,
                                    secret=standard_webhooks.new_secret())  # type: ignore[arg-type]
     active = {"erp": ActiveDestination(WebhookDestination(cfg), RetryPolicy(RetryConfig()),
-                                       asyncio.Semaphore(CONCURRENCY))}
+                                       limit=CONCURRENCY, timeout=cfg.timeout)}
     done = 0
 
     def count(_dest: str, result: str, _seconds: float) -> None:
@@ -70,13 +73,17 @@ async def run_hub(url: str, n: int, payload: str, target: str, workers: int) -> 
     deliverer = Deliverer(db, active, batch=256, on_result=count)
     await deliverer.start()
 
-    async def worker() -> None:  # as the daemon runs them: delivery.workers loops side by side
-        while done < n:
-            if not await deliverer.run_once():
-                await asyncio.sleep(0.001)
+    # As the daemon runs them: one loop claims (and starts attempts), one records.
+    async def loop(step: Any, wake: asyncio.Event) -> None:
+        while done < n or deliverer._outcomes:
+            wake.clear()
+            if not await step():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), 0.05)
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(workers)))
+    await asyncio.gather(loop(deliverer.claim_once, deliverer.wake),
+                         loop(deliverer.record_once, deliverer.completed))
     elapsed = time.perf_counter() - started
     await deliverer.close()
     async with db.read() as conn:
@@ -103,7 +110,6 @@ async def run_baseline(n: int, payload: str, target: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pushes", type=int, default=5000)
-    ap.add_argument("--workers", type=int, default=DeliveryConfig().workers)
     ap.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_POSTGRES_URL",
                                                               "postgresql://postgres@127.0.0.1:5432/test"))
@@ -117,12 +123,11 @@ def main() -> None:
         wait_port(port)
         base = asyncio.run(run_baseline(args.pushes, payload, target))
         with bench_database(args.storage, work, args.postgres_url) as url:
-            hub = asyncio.run(run_hub(url, args.pushes, payload, target, args.workers))
+            hub = asyncio.run(run_hub(url, args.pushes, payload, target))
     finally:
         receiver.terminate()
         receiver.wait()
-    print(f"{args.pushes} pushes of {len(payload)} bytes, concurrency {CONCURRENCY}, "
-          f"{args.workers} workers, storage {args.storage}")
+    print(f"{args.pushes} pushes of {len(payload)} bytes, concurrency {CONCURRENCY}, storage {args.storage}")
     print(f"{'bare aiohttp client (no DB)':34}{args.pushes / base:>9.0f} POSTs/s")
     print(f"{'hub outbox -> signed push':34}{args.pushes / hub:>9.0f} deliveries/s  (goal on SQLite: >= 3000)")
     print(f"ratio hub / bare client: {base / hub:.2f}")

@@ -59,17 +59,28 @@ class GatewayClient:
         return self.unwrap(method, doc)
 
 
-async def fetch_json(http: httpx.AsyncClient, method: str, url: str, what: str, **kwargs: Any) -> Any:
+# A page of 100 refunds with their details is well under 1 MB; an answer past
+# this is not one the hub will hold in memory.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+
+
+async def fetch_json(http: httpx.AsyncClient, method: str, url: str, what: str, *,
+                     limit: int = MAX_ANSWER_BYTES, **kwargs: Any) -> Any:
     """One platform HTTP call whose answer must be JSON. Transport trouble, a
-    5xx and a body that is not JSON are SourceTransient (worth another try);
-    ``what`` names the call in the message."""
+    5xx, a body that is not JSON and one over ``limit`` bytes (not read past
+    it) are SourceTransient (worth another try); ``what`` names the call."""
     try:
-        resp = await http.request(method, url, **kwargs)
+        async with http.stream(method, url, **kwargs) as resp:
+            if resp.status_code >= 500:
+                raise SourceTransient(f"{what}: HTTP {resp.status_code}")
+            body = bytearray()
+            async for chunk in resp.aiter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise SourceTransient(f"{what}: answer over {limit} bytes")
     except httpx.HTTPError as err:
         raise SourceTransient(f"{what}: {type(err).__name__}: {err}") from None
-    if resp.status_code >= 500:
-        raise SourceTransient(f"{what}: HTTP {resp.status_code}")
     try:
-        return orjson.loads(resp.content)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise SourceTransient(f"{what}: HTTP {resp.status_code}, body is not JSON") from None

@@ -20,8 +20,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                        "as one ticket, synced downstream exactly once in effect.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 mapping_app = typer.Typer(no_args_is_help=True, help="Mappings.")
+dlq_app = typer.Typer(no_args_is_help=True,
+                      help="Dead letters: pushes that gave up, each holding its ticket's later pushes.")
 app.add_typer(db_app, name="db")
 app.add_typer(mapping_app, name="mapping")
+app.add_typer(dlq_app, name="dlq")
 console = Console(stderr=True)
 out = Console()
 
@@ -202,6 +205,76 @@ def mapping_test(
               "order": normalized.order, "customer": normalized.customer,
               "identities": [{"kind": k, "value": v} for k, v in normalized.identities]}
     out.print_json(json.dumps(result, default=str, ensure_ascii=False))
+
+
+def _with_db(config: Path | None, work: Any) -> Any:
+    from hub.storage import Database
+
+    cfg, _ = _load(config)
+
+    async def go() -> Any:
+        db = Database(cfg.storage.url)
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
+
+
+def _actor() -> str:
+    return f"cli:{os.environ.get('SUDO_USER') or os.environ.get('USER') or 'unknown'}"
+
+
+@dlq_app.command("list")
+def dlq_list(
+    config: ConfigPath = None,
+    destination: Annotated[str | None, typer.Option(help="only this destination")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 100,
+) -> None:
+    """Dead pushes, oldest first, with how many later pushes each holds back."""
+    from rich.table import Table
+
+    from hub.dead_letters import list_dead
+
+    dead = _with_db(config, lambda db: list_dead(db, destination, limit))
+    table = Table(title=f"dead letters ({len(dead)})")
+    for col in ("id", "destination", "ticket", "event", "attempts", "status", "error", "holds"):
+        table.add_column(col)
+    for d in dead:
+        table.add_row(str(d.id), d.destination_id, str(d.ticket_id), d.event_type, str(d.attempts),
+                      str(d.last_status or ""), (d.last_error or "")[:80], str(d.held))
+    out.print(table)
+
+
+@dlq_app.command("retry")
+def dlq_retry(ids: Annotated[list[int], typer.Argument(help="outbox ids (from `hub dlq list`)")],
+              config: ConfigPath = None) -> None:
+    """Send dead pushes again (a running hub picks them up within a tick); the pushes behind follow."""
+    from hub.dead_letters import retry
+
+    done = _with_db(config, lambda db: retry(db, ids, actor=_actor()))
+    _report("retried", ids, done)
+
+
+@dlq_app.command("drop")
+def dlq_drop(ids: Annotated[list[int], typer.Argument(help="outbox ids (from `hub dlq list`)")],
+             reason: Annotated[str, typer.Option(help="why: kept in the timeline and the audit log")],
+             config: ConfigPath = None) -> None:
+    """Give up on dead pushes for good; the ticket's later pushes go on without them."""
+    from hub.dead_letters import drop
+
+    done = _with_db(config, lambda db: drop(db, ids, actor=_actor(), reason=reason))
+    _report("dropped", ids, done)
+
+
+def _report(what: str, asked: list[int], done: list[int]) -> None:
+    out.print(f"{what}: {', '.join(map(str, done)) or 'none'}")
+    missing = sorted(set(asked) - set(done))
+    if missing:
+        console.print(f"[yellow]not dead letters (already retried, dropped or unknown):[/] "
+                      f"{', '.join(map(str, missing))}")
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -245,8 +245,13 @@ class DestinationConfig(BaseModel):
     secret: SecretStr | None = None
     mapping: str | None = None
     pii: bool = False
-    timeout: Duration = 10.0
+    # One attempt's limit; it must fit in delivery.lease with room to record it.
+    timeout: Duration = Field(default=10.0, gt=0)
+    # Pushes to this destination at once; one that hangs fills only these.
     max_in_flight: int = Field(default=64, gt=0)
+    # Of an answer, this much is read (kept for the operator: the first 2,000
+    # characters); the rest is never read and its connection is closed.
+    max_response_bytes: int = Field(default=65536, ge=1024)
     retry: RetryConfig | None = None
     enabled: bool = True
 
@@ -294,14 +299,19 @@ class PipelineConfig(Strict):
     tick: Duration = 1.0
 
 
+def record_margin(lease: float) -> float:
+    """What an attempt leaves of its claim's lease for its outcome to be recorded."""
+    return min(5.0, lease * 0.2)
+
+
 class DeliveryConfig(Strict):
-    # Workers claim and record side by side, so one's database round-trip
-    # overlaps another's pushes; ordering per ticket holds (claims take only the
-    # oldest pending push of each ticket and destination).
-    workers: int = Field(default=2, ge=1, le=16)
+    # Rows one claim may take across destinations (each takes at most its free
+    # slots, max_in_flight); claims, attempts and recording overlap.
     batch: int = Field(default=256, gt=0)
     tick: Duration = 1.0
-    lease: Duration = 60.0
+    # How long a claimed push is ours: an attempt is cut off before its lease
+    # ends, and a claim left by a dead process is taken again after it.
+    lease: Duration = Field(default=60.0, gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
 
@@ -450,6 +460,13 @@ def parse_config(
             if target not in dest_ids:
                 problems.append(doc.problem(f"sync[{i}].to[{j}]" if len(rule.to) > 1 else f"sync[{i}].to",
                                             f"no destination with id {target!r}"))
+    room = cfg.delivery.lease - record_margin(cfg.delivery.lease)
+    for i, dest in enumerate(dests):
+        if dest.enabled and dest.timeout > room:
+            problems.append(doc.problem(
+                f"destinations[{i}].timeout",
+                f"{dest.timeout:g}s does not fit in delivery.lease ({cfg.delivery.lease:g}s) less "
+                f"{record_margin(cfg.delivery.lease):g}s to record the outcome: shorten it or lengthen the lease"))
     if registry is not None:
         for i, src in enumerate(sources):
             sources[i] = registry.validate_source(src, f"sources[{i}]", doc, problems)

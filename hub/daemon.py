@@ -99,7 +99,6 @@ class Hub:
         m.workers_stalled.set_function(lambda: len(self.supervisor.stalled()))
         self._stopping = asyncio.Event()
         self._wake_pipeline = asyncio.Event()
-        self._wake_delivery = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._gauges_lock = asyncio.Lock()  # stop() waits for a refresh in flight
@@ -137,7 +136,7 @@ class Hub:
             factory = self.registry.destinations[d.kind].factory
             assert factory is not None
             active[d.id] = ActiveDestination(factory(d), RetryPolicy(self.config.retry_for(d)),
-                                             asyncio.Semaphore(d.max_in_flight))
+                                             limit=d.max_in_flight, timeout=d.timeout)
         st = self.config.storage
         self.inbox = InboxWriter(self.db, batch_max=st.batch_max, batch_delay=st.batch_delay,
                                  on_commit=self._on_commit)
@@ -173,12 +172,13 @@ class Hub:
         await self.deliverer.start()
         sup = self.supervisor
         sup.spawn("inbox-writer", lambda w: self.inbox.run(w.beat, sup.beat_every))
-        for i in range(self.config.delivery.workers):
-            sup.spawn(f"delivery-{i}", lambda w: self._loop(w, lambda: self.deliverer.run_once(),
-                                                            self._wake_delivery))
+        deliverer = self.deliverer
+        sup.spawn("delivery", lambda w: self._loop(w, lambda: deliverer.claim_once(), deliverer.wake))
+        sup.spawn("delivery-recorder", lambda w: self._loop(w, lambda: deliverer.record_once(),
+                                                            deliverer.completed))
         if self.config.pipeline.enabled:
             sup.spawn("pipeline", lambda w: self._loop(w, lambda: self.pipeline.run_once(),
-                                                       self._wake_pipeline, after=self._wake_delivery.set))
+                                                       self._wake_pipeline, after=deliverer.wake.set))
         for runner in self.pollers.values():
             for name, work in runner.workers():
                 sup.spawn(name, work)
@@ -189,7 +189,7 @@ class Hub:
         self.scheduler.add_job(self._tick, "interval", args=[self._wake_pipeline],
                                seconds=self.config.pipeline.tick, id="pipeline-tick", coalesce=True,
                                max_instances=1)
-        self.scheduler.add_job(self._tick, "interval", args=[self._wake_delivery],
+        self.scheduler.add_job(self._tick, "interval", args=[self.deliverer.wake],
                                seconds=self.config.delivery.tick, id="delivery-tick", coalesce=True,
                                max_instances=1)
         self.scheduler.add_job(self.refresh_gauges, "interval", seconds=sup.beat_every, id="gauges",
@@ -235,8 +235,12 @@ class Hub:
         await self.inbox.close()
         self._stopping.set()
         self._wake_pipeline.set()
-        self._wake_delivery.set()
-        await sup.stop(["pipeline", *sup.names("delivery-")], grace=30)
+        self.deliverer.wake.set()
+        self.deliverer.completed.set()
+        await sup.stop(["pipeline", "delivery"], grace=30)
+        # Pushes in flight finish (each is cut off before its lease ends) and are recorded.
+        await self.deliverer.drain(grace=self.config.delivery.lease)
+        await sup.stop(["delivery-recorder"], grace=5)
         await self.deliverer.close()
         async with self._gauges_lock:
             await self.db.close()
@@ -303,8 +307,9 @@ class Hub:
                 inbox = (await conn.execute(sa.select(raw_events.c.state, sa.func.count())
                                             .group_by(raw_events.c.state))).all()
                 out = (await conn.execute(sa.select(outbox.c.destination_id, outbox.c.state, sa.func.count())
-                                          .where(outbox.c.state != "delivered")
+                                          .where(outbox.c.state.in_(("pending", "dead")))
                                           .group_by(outbox.c.destination_id, outbox.c.state))).all()
+                held = (await conn.execute(_HELD)).all()
         except UNAVAILABLE:
             return
         for state in ("pending", "done", "quarantined"):
@@ -312,10 +317,19 @@ class Hub:
         for state, n in inbox:
             self.metrics.inbox_backlog.labels(state).set(n)
         for dest in self.deliverer.destinations:
-            for state in ("pending", "dead"):
+            for state in ("pending", "dead", "held"):
                 self.metrics.outbox_backlog.labels(dest, state).set(0)
-        for dest, state, n in out:
+        for dest, state, n in [*out, *((d, "held", n) for d, n in held)]:
             self.metrics.outbox_backlog.labels(dest, state).set(n)
+
+
+_DEAD = outbox.alias("dead")
+# Pending pushes waiting behind a dead letter of their ticket (until an operator acts).
+_HELD = (sa.select(outbox.c.destination_id, sa.func.count())
+         .where(outbox.c.state == "pending",
+                sa.exists().where(_DEAD.c.ordering_key == outbox.c.ordering_key, _DEAD.c.state == "dead",
+                                  _DEAD.c.id < outbox.c.id))
+         .group_by(outbox.c.destination_id))
 
 
 async def run_until_signalled(hub: Hub, ready: Callable[[Hub], Any] | None = None) -> None:

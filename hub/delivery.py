@@ -1,17 +1,37 @@
-"""Delivery: outbox rows → signed pushes, at least once, in order per ticket.
+"""Delivery: outbox rows → signed pushes, at least once, in order per ticket,
+and no destination able to hold up another (or its own other tickets).
 
-A claim takes due rows that are the *oldest pending* row of their ordering key
-(destination, ticket), so a later push never overtakes an earlier one that is
-still backing off; claimed rows get a lease (``claimed_until``), and on
-PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several hub processes claim side by
-side. Pushes go out concurrently (per-destination limit), then every outcome
-is recorded in one transaction with its timeline event: delivered, retry at
-``next_attempt_at`` (backoff), or dead with the response kept.
+**Claims.** Each destination has ``max_in_flight`` slots and a queue of up to
+``batch`` claimed rows behind them. A claim takes, per destination, at most what
+slots and queue have room for, and only rows
+that are the oldest *open* row of their ordering key (destination, ticket) —
+open meaning pending, or dead: a dead letter holds that ticket's later
+pushes to that destination until an operator retries or drops it
+(:mod:`hub.dead_letters`), so a ``status_changed`` never arrives without its
+``created``. Claimed rows get a lease (``claimed_until``) and a fresh claim
+token; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several hub processes
+claim side by side.
+
+**Attempts.** A claimed row is attempted in a task of its own as soon as a
+slot is free, cut off at the destination's timeout; one that could not start
+with its whole timeout still inside its lease (less the time to record) is
+given back untried, so an attempt never outlives its claim. A destination
+that hangs fills only its own slots; its answers are read up to its
+``max_response_bytes`` (:func:`receipt_of`).
+
+**Recording.** Outcomes are recorded as they complete — the recorder commits
+whatever has completed so far in one transaction, with its timeline events —
+each fenced by its claim token: an outcome whose row has since been claimed
+again changes nothing. While ``batch`` outcomes wait to be recorded no more
+is claimed, so what waits in memory stays bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,8 +41,9 @@ import aiohttp
 import sqlalchemy as sa
 import structlog
 
+from hub.config import record_margin
 from hub.errors import Permanent, Retryable
-from hub.interfaces import Destination, Push
+from hub.interfaces import Destination, Push, Receipt
 from hub.records import outbox, ticket_events, utcnow
 from hub.retry import RetryPolicy, parse_retry_after
 from hub.storage import Database
@@ -31,6 +52,8 @@ log = structlog.get_logger("hub.delivery")
 
 RETRYABLE_4XX = frozenset({408, 409, 429})
 KEEP_RESPONSE = 2000  # characters of a failed response kept for the operator
+MAX_RESPONSE_BYTES = 65536
+OPEN_STATES = ("pending", "dead")  # what holds a ticket's later pushes back
 
 
 def classify(status: int, body: str, retry_after: str | None) -> None:
@@ -42,6 +65,25 @@ def classify(status: int, body: str, retry_after: str | None) -> None:
         raise Retryable(f"HTTP {status}", status=status, body=text,
                         retry_after=parse_retry_after(retry_after))
     raise Permanent(f"HTTP {status}", status=status, body=text)
+
+
+async def receipt_of(resp: aiohttp.ClientResponse, limit: int = MAX_RESPONSE_BYTES) -> Receipt:
+    """A destination's answer, read up to ``limit`` bytes, as a Receipt — or
+    Retryable/Permanent. A longer answer is cut off and its connection closed,
+    so a destination that answers with 300 MB costs 64 KB."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await resp.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size >= limit and not resp.content.at_eof():
+        resp.close()  # the rest stays unread: this connection is not reused
+    body = b"".join(chunks).decode("utf-8", errors="replace")
+    classify(resp.status, body, resp.headers.get("retry-after"))
+    return Receipt(resp.status, body[:200])
 
 
 @dataclass
@@ -69,24 +111,39 @@ class DestinationHealth:
 class ActiveDestination:
     destination: Destination
     policy: RetryPolicy
-    limit: asyncio.Semaphore
+    limit: int                 # slots: attempts in the air at once
+    timeout: float
     health: DestinationHealth = field(default_factory=DestinationHealth)
+    in_flight: int = 0
+    queue: collections.deque[Claim] = field(default_factory=collections.deque)  # claimed, not started
+
+
+@dataclass(frozen=True)
+class Claim:
+    row: Any
+    token: str
+    deadline: float            # loop time by which the outcome must be recorded
 
 
 @dataclass(frozen=True)
 class Outcome:
-    row: Any
-    state: str                 # delivered | pending | dead
+    claim: Claim
+    state: str                 # delivered | pending | dead | released (no attempt made)
     status: int | None
     error: str | None
     response: str | None
     next_attempt_at: datetime | None
     at: datetime
 
+    @property
+    def row(self) -> Any:
+        return self.claim.row
+
 
 # Only what an attempt needs: every extra datetime column costs a parse per row.
 _CLAIMED_COLUMNS = (outbox.c.id, outbox.c.destination_id, outbox.c.ticket_id, outbox.c.idempotency_key,
                     outbox.c.event_type, outbox.c.payload, outbox.c.attempts, outbox.c.first_attempt_at)
+_EARLIER = outbox.alias("earlier")
 
 
 class Deliverer:
@@ -99,6 +156,10 @@ class Deliverer:
         self.lease = lease
         self.on_result = on_result  # (destination, result, seconds) → metrics
         self.http: aiohttp.ClientSession | None = None
+        self.wake = asyncio.Event()       # claim again: new rows, or slots freed
+        self.completed = asyncio.Event()  # outcomes wait to be recorded
+        self._outcomes: list[Outcome] = []
+        self._attempts: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(
@@ -121,89 +182,190 @@ class Deliverer:
         async with self.db.write() as conn:
             await conn.execute(sa.update(outbox).where(outbox.c.state == "pending",
                                                        outbox.c.claimed_until.is_not(None))
-                               .values(claimed_until=None))
+                               .values(claimed_until=None, claim_token=None))
 
-    async def run_once(self) -> int:
-        rows = await self._claim()
-        if not rows:
+    # ------------------------------------------------------------ claims
+
+    async def claim_once(self) -> int:
+        """Claim what the destinations have room for; attempts start as slots free. How many."""
+        if len(self._outcomes) >= self.batch:
+            return 0  # the recorder is behind: what waits in memory stays bounded
+        # Each destination keeps up to ``batch`` claimed rows queued behind its
+        # slots, so a freed slot is refilled without a database round trip; it
+        # claims again once that queue is half empty (claims of many rows, not of one).
+        want = {}
+        for d, a in self.destinations.items():
+            room = a.limit + self.batch - a.in_flight - len(a.queue)
+            if room >= max(1, self.batch // 2) or (room > 0 and not a.queue):
+                want[d] = room
+        if not want:
             return 0
-        outcomes = await asyncio.gather(*(self._attempt(r) for r in rows))
-        await self._record(outcomes)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lease - record_margin(self.lease)
+        token = secrets.token_hex(8)
+        rows = await self.db.run_write(lambda conn: self._claim_rows(conn, want, token))
+        for row in rows:
+            self.destinations[row.destination_id].queue.append(Claim(row, token, deadline))
+        for d in want:
+            self._pump(d)
         return len(rows)
 
-    async def _claim(self) -> list[Any]:
-        if not self.destinations:
-            return []
-        return await self.db.run_write(self._claim_rows)
+    def _pump(self, dest: str) -> None:
+        """Start queued attempts while the destination has free slots."""
+        active = self.destinations[dest]
+        while active.queue and active.in_flight < active.limit:
+            claim = active.queue.popleft()
+            active.in_flight += 1
+            task = asyncio.create_task(self._attempt(claim))
+            self._attempts.add(task)
+            task.add_done_callback(self._attempts.discard)
 
-    def _claim_rows(self, conn: sa.Connection) -> list[Any]:
+    def _claim_rows(self, conn: sa.Connection, free: dict[str, int], token: str) -> list[Any]:
         # Synchronous Core in one transaction (the sqlite thread on SQLite).
         now = utcnow()
-        earlier = outbox.alias("earlier")
-        older_pending = sa.exists().where(
-            earlier.c.ordering_key == outbox.c.ordering_key,
-            earlier.c.state == "pending",
-            earlier.c.id < outbox.c.id,
-        )
-        stmt = (sa.select(*_CLAIMED_COLUMNS)
-                .where(outbox.c.state == "pending",
-                       outbox.c.next_attempt_at <= now,
-                       sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
-                       outbox.c.destination_id.in_(list(self.destinations)),
-                       ~older_pending)
-                # Longest due first. It is also the order of ix_outbox_due (state,
-                # next_attempt_at, id), so the scan stops at the batch size instead of
-                # sorting every due row on each claim (10x slower with 10k due).
-                .order_by(outbox.c.next_attempt_at, outbox.c.id).limit(self.batch))
-        rows = conn.execute(self.db.for_update_skip_locked(stmt)).all()
-        if rows:
-            conn.execute(sa.update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
-                         .values(claimed_until=now + timedelta(seconds=self.lease)))
-        return list(rows)
+        older_open = sa.exists().where(_EARLIER.c.ordering_key == outbox.c.ordering_key,
+                                       _EARLIER.c.state.in_(OPEN_STATES), _EARLIER.c.id < outbox.c.id)
+        claimed: list[Any] = []
+        budget = self.batch
+        for dest, room in free.items():
+            if budget <= 0:
+                break
+            stmt = (sa.select(*_CLAIMED_COLUMNS)
+                    .where(outbox.c.destination_id == dest, outbox.c.state == "pending",
+                           outbox.c.next_attempt_at <= now,
+                           sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+                           ~older_open)
+                    # Longest due first, along ix_outbox_claim (destination, state,
+                    # next_attempt_at, id): the scan stops at the limit, no sort.
+                    .order_by(outbox.c.next_attempt_at, outbox.c.id).limit(min(room, budget)))
+            rows = conn.execute(self.db.for_update_skip_locked(stmt)).all()
+            claimed.extend(rows)
+            budget -= len(rows)
+        if claimed:
+            conn.execute(sa.update(outbox).where(outbox.c.id.in_([r.id for r in claimed]))
+                         .values(claimed_until=now + timedelta(seconds=self.lease), claim_token=token))
+        return claimed
 
-    async def _attempt(self, row: Any) -> Outcome:
+    # ------------------------------------------------------------ attempts
+
+    async def _attempt(self, claim: Claim) -> None:
+        row = claim.row
         active = self.destinations[row.destination_id]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        budget = active.timeout
+        if claim.deadline - t0 < budget:
+            # Waited in the queue too long to be tried with its whole timeout inside
+            # the lease: give the claim back untouched rather than risk outliving it.
+            self._done(Outcome(claim, "released", None, None, None, None, utcnow()))
+            return
         assert self.http is not None
         push = Push(outbox_id=row.id, destination_id=row.destination_id,
                     idempotency_key=row.idempotency_key, event_type=row.event_type,
                     payload=row.payload.encode(), attempt=row.attempts + 1)
         started = utcnow()
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        async with active.limit:
-            try:
+        try:
+            async with asyncio.timeout(budget):
                 receipt = await active.destination.deliver(push, self.http)
-                result = Outcome(row, "delivered", receipt.status, None, None, None, utcnow())
-            except Permanent as err:
-                result = Outcome(row, "dead", err.status, str(err), err.body, None, utcnow())
-            except Retryable as err:
-                result = self._retry_or_die(row, active.policy, started, err.status, str(err),
-                                            err.body, err.retry_after)
-            except (aiohttp.ClientError, TimeoutError, OSError) as err:
-                result = self._retry_or_die(row, active.policy, started, None,
-                                            f"{type(err).__name__}: {err}", None, None)
+            result = Outcome(claim, "delivered", receipt.status, None, None, None, utcnow())
+        except Permanent as err:
+            result = Outcome(claim, "dead", err.status, str(err), err.body, None, utcnow())
+        except Retryable as err:
+            result = self._retry_or_die(claim, active.policy, started, err.status, str(err),
+                                        err.body, err.retry_after)
+        except TimeoutError:
+            result = self._retry_or_die(claim, active.policy, started, None,
+                                        f"no answer within {budget:.1f} s", None, None)
+        except (aiohttp.ClientError, OSError) as err:
+            result = self._retry_or_die(claim, active.policy, started, None,
+                                        f"{type(err).__name__}: {err}", None, None)
+        except Exception as err:  # noqa: BLE001 - a destination's bug is this push's failure
+            log.error("push attempt failed unexpectedly", destination=row.destination_id,
+                      outbox_id=row.id, exc_info=err)
+            result = self._retry_or_die(claim, active.policy, started, None,
+                                        f"internal error: {type(err).__name__}", None, None)
         active.health.record(result.state, result.error)
+        if result.state == "pending":
+            log.info("push failed; will retry", destination=row.destination_id, ticket_id=row.ticket_id,
+                     outbox_id=row.id, attempt=row.attempts + 1, status=result.status, error=result.error,
+                     next_attempt_at=result.next_attempt_at.isoformat() if result.next_attempt_at else None)
         if self.on_result is not None:
             self.on_result(row.destination_id, result.state if result.state != "pending" else "retry",
                            loop.time() - t0)
-        return result
+        self._done(result)
 
-    def _retry_or_die(self, row: Any, policy: RetryPolicy, started: datetime, status: int | None,
+    def _done(self, outcome: Outcome) -> None:
+        dest = outcome.row.destination_id
+        self.destinations[dest].in_flight -= 1
+        self._outcomes.append(outcome)
+        self.completed.set()
+        self._pump(dest)
+        self.wake.set()  # room to claim more
+
+    def _retry_or_die(self, claim: Claim, policy: RetryPolicy, started: datetime, status: int | None,
                       error: str, body: str | None, retry_after: float | None) -> Outcome:
+        row = claim.row
         first = row.first_attempt_at or started
         decision = policy.decide(row.attempts + 1, (started - first).total_seconds(), retry_after)
         now = utcnow()
         if decision.give_up:
-            return Outcome(row, "dead", status, f"gave up after {row.attempts + 1} attempts: {error}",
+            return Outcome(claim, "dead", status, f"gave up after {row.attempts + 1} attempts: {error}",
                            body, None, now)
-        return Outcome(row, "pending", status, error, body, now + timedelta(seconds=decision.delay), now)
+        return Outcome(claim, "pending", status, error, body, now + timedelta(seconds=decision.delay), now)
 
-    async def _record(self, outcomes: list[Outcome]) -> None:
+    # ------------------------------------------------------------ recording
+
+    async def record_once(self) -> int:
+        """Record every outcome completed so far, in one transaction; how many."""
+        self.completed.clear()
+        if not self._outcomes:
+            return 0
+        batch, self._outcomes = self._outcomes, []
+        try:
+            stale = await self.db.run_write(lambda conn: self._record(conn, batch))
+        except BaseException:
+            self._outcomes[:0] = batch  # recorded on the next try
+            raise
+        if stale:
+            log.warning("late push outcomes discarded: their claims had been taken again",
+                        outbox_ids=sorted(stale))
+        self.wake.set()  # these tickets' next pushes may be due now
+        return len(batch)
+
+    async def drain(self, grace: float) -> None:
+        """At stop: give back what is queued, let attempts in flight finish (up to
+        ``grace``), then record them."""
+        for active in self.destinations.values():
+            while active.queue:
+                self._outcomes.append(Outcome(active.queue.popleft(), "released", None, None, None,
+                                              None, utcnow()))
+        if self._attempts:
+            _, pending = await asyncio.wait(set(self._attempts), timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.record_once()
+
+    def _record(self, conn: sa.Connection, outcomes: list[Outcome]) -> set[int]:
+        """Write the outcomes whose claims still hold; return the ids of those that
+        no longer do (their lease ran out and the row was claimed again)."""
+        ids = [o.row.id for o in outcomes]
+        held: dict[int, str | None] = dict(conn.execute(self.db.for_update(
+            sa.select(outbox.c.id, outbox.c.claim_token)
+            .where(outbox.c.id.in_(ids), outbox.c.state == "pending"))).all())
+        valid = [o for o in outcomes if held.get(o.row.id) == o.claim.token]
+        stale = {o.row.id for o in outcomes} - {o.row.id for o in valid}
         now = utcnow()
         delivered: dict[int | None, list[int]] = {}
+        released: list[int] = []
         others = []
         timeline = []
-        for o in outcomes:
+        for o in valid:
+            if o.state == "released":
+                released.append(o.row.id)
+                continue
             if o.state == "delivered":
                 delivered.setdefault(o.status, []).append(o.row.id)
             else:
@@ -222,27 +384,29 @@ class Deliverer:
                 detail["next_attempt_at"] = o.next_attempt_at.isoformat()
             timeline.append({"ticket_id": o.row.ticket_id, "kind": kind, "detail": detail, "at": o.at})
             if o.state == "dead":
-                log.warning("push dead-lettered", destination=o.row.destination_id,
-                            ticket_id=o.row.ticket_id, outbox_id=o.row.id, error=o.error)
-
-        def write(conn: sa.Connection) -> None:
-            # Successes share one statement per status code: the common case costs
-            # one UPDATE per batch, not one per push.
-            for status, ids in delivered.items():
-                conn.execute(sa.update(outbox).where(outbox.c.id.in_(ids)).values(
-                    state="delivered", attempts=outbox.c.attempts + 1,
-                    first_attempt_at=sa.func.coalesce(outbox.c.first_attempt_at, now),
-                    last_status=status, last_error=None, last_response=None,
-                    delivered_at=now, claimed_until=None))
-            if others:
-                conn.execute(_RECORD_FAILURE, others)
+                log.warning("push dead-lettered: this ticket's later pushes to it wait",
+                            destination=o.row.destination_id, ticket_id=o.row.ticket_id,
+                            outbox_id=o.row.id, error=o.error)
+        # Successes share one statement per status code: the common case costs
+        # one UPDATE per batch, not one per push.
+        for status, done in delivered.items():
+            conn.execute(sa.update(outbox).where(outbox.c.id.in_(done)).values(
+                state="delivered", attempts=outbox.c.attempts + 1,
+                first_attempt_at=sa.func.coalesce(outbox.c.first_attempt_at, now),
+                last_status=status, last_error=None, last_response=None,
+                delivered_at=now, claimed_until=None, claim_token=None))
+        if others:
+            conn.execute(_RECORD_FAILURE, others)
+        if released:
+            conn.execute(sa.update(outbox).where(outbox.c.id.in_(released))
+                         .values(claimed_until=None, claim_token=None))
+        if timeline:
             conn.execute(sa.insert(ticket_events), timeline)
-
-        await self.db.run_write(write)
+        return stale
 
 
 _RECORD_FAILURE = (sa.update(outbox).where(outbox.c.id == sa.bindparam("_id")).values(
     state=sa.bindparam("_state"), attempts=sa.bindparam("_attempts"),
     first_attempt_at=sa.bindparam("_first"), last_status=sa.bindparam("_status"),
     last_error=sa.bindparam("_error"), last_response=sa.bindparam("_response"),
-    next_attempt_at=sa.bindparam("_next"), claimed_until=None))
+    next_attempt_at=sa.bindparam("_next"), claimed_until=None, claim_token=None))

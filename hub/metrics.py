@@ -42,8 +42,9 @@ class Metrics:
         self.delivery_seconds = Histogram("hub_delivery_seconds", "Push attempt duration",
                                           ["destination"], registry=r)
         self.inbox_backlog = Gauge("hub_inbox_events", "Raw events by state", ["state"], registry=r)
-        self.outbox_backlog = Gauge("hub_outbox_pushes", "Outbox rows by destination and state",
-                                    ["destination", "state"], registry=r)
+        self.outbox_backlog = Gauge(
+            "hub_outbox_pushes", "Outbox rows by destination and state (pending, dead, and held: "
+            "pending behind a dead letter of their ticket)", ["destination", "state"], registry=r)
         self.destination_degraded = Gauge(
             "hub_destination_degraded", "1 when the destination's recent pushes keep failing",
             ["destination"], registry=r)

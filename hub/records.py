@@ -180,22 +180,27 @@ class Outbox(SQLModel, table=True):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        sa.Index("ix_outbox_due", "state", "next_attempt_at", "id"),  # claim order
+        # Claims, per destination, longest due first.
+        sa.Index("ix_outbox_claim", "destination_id", "state", "next_attempt_at", "id"),
         sa.Index("ix_outbox_ordering", "ordering_key", "state", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    destination_id: str = Field(index=True)
+    destination_id: str
     ticket_id: int = Field(foreign_key="tickets.id", index=True)
     ordering_key: str
     event_type: str
     idempotency_key: str = Field(unique=True)
     payload: str
-    state: str = "pending"  # pending | delivered | dead
+    # pending | delivered | dead (held: the ticket's later pushes wait) | dropped (by an operator)
+    state: str = "pending"
     attempts: int = 0
     next_attempt_at: datetime | None = _ts(nullable=False)
     first_attempt_at: datetime | None = _ts()
     claimed_until: datetime | None = _ts()
+    # Who holds the claim: an outcome is recorded only while the row still carries
+    # its attempt's token (a late attempt whose lease ran out changes nothing).
+    claim_token: str | None = None
     last_status: int | None = None
     last_error: str | None = None
     last_response: str | None = None

@@ -138,6 +138,10 @@ class Database:
             async with conn.begin():
                 yield conn
 
+    def for_update(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
+        """Rows this transaction will update, locked on PostgreSQL (claimers skip them)."""
+        return stmt if self.is_sqlite else stmt.with_for_update()
+
     def for_update_skip_locked(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         """Row claims: SKIP LOCKED on PostgreSQL; SQLite's single writer needs none."""
         return stmt if self.is_sqlite else stmt.with_for_update(skip_locked=True)

@@ -63,10 +63,10 @@ async def test_sigkill_after_ack_loses_nothing_and_doubles_nothing(
         "security": {"pii_key": pii_key},
         "sources": [{"id": "site", "kind": "website", "secret": site_secret}],
         "destinations": [{"id": "erp-hook", "kind": "webhook", "secret": receiver_secret,
-                          "url": f"http://127.0.0.1:{receiver_port}/hook"}],
+                          "url": f"http://127.0.0.1:{receiver_port}/hook", "timeout": "2s"}],
         "sync": [{"on": ["ticket.created"], "to": "erp-hook"}],
         "pipeline": {"tick": "100ms"},
-        "delivery": {"tick": "100ms", "lease": "1s",
+        "delivery": {"tick": "100ms", "lease": "3s",
                      "retry": {"initial": "100ms", "max_delay": "300ms", "jitter": "50ms"}},
         "logging": {"level": "warning"},
     }))

@@ -7,7 +7,7 @@ from pydantic import ConfigDict, SecretStr, field_validator
 
 from hub import standard_webhooks
 from hub.config import DestinationConfig
-from hub.delivery import classify
+from hub.delivery import receipt_of
 from hub.interfaces import ConnectorSpec, DemoPart, DestinationKind, Push, Receipt
 
 
@@ -41,9 +41,7 @@ class WebhookDestination:
         headers = standard_webhooks.headers_for(self._key, push.idempotency_key, push.payload)
         async with http.post(self.config.url, data=push.payload, headers=headers,
                              timeout=self._timeout) as resp:
-            body = await resp.text(errors="replace")
-            classify(resp.status, body, resp.headers.get("retry-after"))
-            return Receipt(resp.status, body[:200])
+            return await receipt_of(resp, self.config.max_response_bytes)
 
 
 def _demo() -> DemoPart:

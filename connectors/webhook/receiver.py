@@ -35,7 +35,13 @@ class Receiver:
     # Scripted replies, consumed one per request: (status, headers, body).
     script: deque[tuple[int, dict[str, str], str]] = field(default_factory=deque)
     verify: bool = True
+    # Seconds to sit on a push before answering, by (webhook-id, how many times it
+    # arrived): a destination that hangs on some pushes.
+    hang: Callable[[str, int], float] | None = None
+    # Answer with a body this many bytes long, streamed (a destination gone mad).
+    huge_answer: int = 0
     received: list[Received] = field(default_factory=list)
+    streamed: int = 0  # bytes of huge answers actually written
     seen: dict[str, int] = field(default_factory=dict)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -70,7 +76,26 @@ class Receiver:
         self.received.append(rec)
         if self.say is not None:
             self.say(rec)
+        wait = self.hang(msg_id, rec.attempt) if self.hang is not None else 0
+        if wait:
+            await asyncio.sleep(wait)
+        if self.huge_answer:
+            return await self._huge(request)
         return web.json_response({"ok": True})
+
+    async def _huge(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.content_length = self.huge_answer
+        await resp.prepare(request)
+        chunk = b" " * 65536
+        try:
+            while self.streamed < self.huge_answer:
+                piece = chunk[:self.huge_answer - self.streamed]
+                await resp.write(piece)
+                self.streamed += len(piece)
+        except (ConnectionResetError, RuntimeError):
+            pass  # the hub stopped reading and closed: what it should do
+        return resp
 
     async def start(self, port: int = 0) -> None:
         app = web.Application()
