@@ -55,7 +55,8 @@ class PlatformQuota:
 
 async def serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
     """Run ``app`` on 127.0.0.1 (``port`` 0: any free one); the runner and the port it got."""
-    runner = web.AppRunner(app, access_log=None)
+    # A simulator told to hang holds its handlers: stopping does not wait for them.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import resource
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +30,7 @@ from hub.errors import ConfigError, MappingError, Problem
 from hub.inbox import InboxWriter
 from hub.interfaces import WebhookSource
 from hub.limits import ByteBudget
+from hub.listener import ConnectionLimit, listen
 from hub.mapping import InboundMapping, MappingSet
 from hub.metrics import Metrics, children
 from hub.pii import PiiCipher
@@ -100,6 +102,10 @@ class Hub:
         self._stopping = asyncio.Event()
         self._wake_pipeline = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        refused = self.metrics.connections_refused
+        self.connections = ConnectionLimit(config.server.max_connections, on_refused=refused.inc)
+        self.metrics.connections_open.set_function(lambda: self.connections.open)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._gauges_lock = asyncio.Lock()  # stop() waits for a refresh in flight
         self.port: int | None = None
@@ -200,14 +206,16 @@ class Hub:
                                    coalesce=True, max_instances=1)
         self.scheduler.start()
         if serve:
-            self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=10)
+            srv = self.config.server
+            _allow_open_files(srv.max_connections + 256)
+            # aiohttp's keep-alive timer runs from the moment a connection opens:
+            # it closes a client that sends no whole request head in time.
+            self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=10,
+                                         keepalive_timeout=srv.header_timeout)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port,
-                               backlog=1024, reuse_address=True)
-            await site.start()
-            server = getattr(site, "_server", None)
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
+            assert self._runner.server is not None  # set up: it makes the connections' handlers
+            self._listener = await listen(self._runner.server, srv.host, srv.port, self.connections)
+            self.port = self._listener.sockets[0].getsockname()[1]
         log.info("hub started", listen=f"{self.config.server.host}:{self.port}",
                  sources=sorted(self.pipeline.sources), polling=sorted(self.pollers), destinations=sorted(self.deliverer.destinations),
                  storage=self.db.dialect)
@@ -218,9 +226,14 @@ class Hub:
         sup = self.supervisor
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._listener is not None:
+            self._listener.close()  # no new connections
         if self._runner is not None:
-            await self._runner.cleanup()  # stops listening, waits for in-flight requests
+            await self._runner.cleanup()  # waits for in-flight requests, closes the rest
             self._runner = None
+        if self._listener is not None:
+            await self._listener.wait_closed()
+            self._listener = None
         for runner in self.pollers.values():
             runner.request_stop()
         await sup.stop(sup.names("poll-"), grace=5)
@@ -321,6 +334,14 @@ class Hub:
                 self.metrics.outbox_backlog.labels(dest, state).set(0)
         for dest, state, n in [*out, *((d, "held", n) for d, n in held)]:
             self.metrics.outbox_backlog.labels(dest, state).set(n)
+
+
+def _allow_open_files(needed: int) -> None:
+    """Raise the soft open-files limit toward the hard one: every connection is a file."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 _DEAD = outbox.alias("dead")

@@ -67,6 +67,9 @@ class Metrics:
                                  registry=r)
         self.intake_bytes = Gauge("hub_intake_pending_bytes",
                                   "Bytes of requests held while they wait for their commit", registry=r)
+        self.connections_open = Gauge("hub_connections_open", "HTTP connections open", registry=r)
+        self.connections_refused = Counter("hub_connections_refused_total",
+                                           "Connections answered 503 at server.max_connections", registry=r)
         self.workers_stalled = Gauge("hub_workers_stalled", "Background workers making no progress",
                                      registry=r)
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from hub.errors import IngressError, PayloadTooLarge, Quarantine, StorageUnavailable
 from hub.inbox import NewRawEvent
 from hub.interfaces import InboundRequest, WebhookSource
-from hub.limits import REQUEST_OVERHEAD
+from hub.limits import request_cost
 from hub.mapping import InboundMapping
 from hub.metrics import children
 from hub.pipeline import event_document
@@ -62,6 +62,20 @@ def undecodable(request: web.Request) -> str | None:
     return None
 
 
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, refused past ``limit`` bytes (PayloadTooLarge). Read here, not with
+    ``request.read()``, which keeps a copy on the request for as long as the
+    handler runs — through the wait for the commit."""
+    chunks = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def build_app(hub: Hub) -> web.Application:
     server = hub.config.server
     app = web.Application(client_max_size=server.max_body_bytes)
@@ -90,12 +104,13 @@ def build_app(hub: Hub) -> web.Application:
             return _error(413, PayloadTooLarge.code,
                           f"body of {length} bytes is over the {max_body}-byte limit")
         # A compressed body may inflate up to the limit: charge the limit.
-        charge = REQUEST_OVERHEAD + (length if length is not None and "content-encoding" not in request.headers
-                                     else max_body)
+        charge = request_cost(length if length is not None and "content-encoding" not in request.headers
+                              else max_body)
         if not budget.take(charge):
             counted(source_id, "overloaded").inc()
+            # Closed, not kept alive: aiohttp would otherwise read the unread body to drain it.
             return _error(503, "overloaded", "the hub holds as many requests as it may; retry shortly",
-                          {"Retry-After": "2"})
+                          {"Retry-After": "2", "Connection": "close"})
         try:
             return await accept(request, source_id, *rt)
         finally:
@@ -105,10 +120,11 @@ def build_app(hub: Hub) -> web.Application:
                      mapping: InboundMapping) -> web.Response:
         try:
             async with asyncio.timeout(server.body_timeout):
-                body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
+                body = await read_body(request, max_body)
+        except PayloadTooLarge:
             counted(source_id, "too_large").inc()
-            return _error(413, PayloadTooLarge.code, f"body is over the {max_body}-byte limit")
+            return _error(413, PayloadTooLarge.code, f"body is over the {max_body}-byte limit",
+                          {"Connection": "close"})
         except TimeoutError:
             counted(source_id, "body_timeout").inc()
             return _error(408, "request_timeout",

@@ -5,60 +5,28 @@ none twice by idempotency key."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 import sqlalchemy as sa
-import yaml
 
 from connectors.webhook.receiver import Receiver
 from connectors.website.simulator import WebsiteSimulator
 from hub import standard_webhooks
 from hub.storage import Database
+from tests.daemons import daemon, free_port
 
 pytestmark = pytest.mark.slow
 N = 60
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(config)],
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-async def _wait_healthy(http: aiohttp.ClientSession, port: int, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"hub exited with {proc.returncode}")
-        try:
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise TimeoutError("hub did not become ready")
-
-
 async def test_sigkill_after_ack_loses_nothing_and_doubles_nothing(
         tmp_path: Path, db_url: str, pii_key: str, site_secret: str) -> None:
-    hub_port, receiver_port = _free_port(), _free_port()
+    receiver_port = free_port()
     receiver_secret = standard_webhooks.new_secret()
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "server": {"listen": f"127.0.0.1:{hub_port}"},
+    hub = daemon(tmp_path, {
         "storage": {"url": db_url},
         "security": {"pii_key": pii_key},
         "sources": [{"id": "site", "kind": "website", "secret": site_secret}],
@@ -69,37 +37,33 @@ async def test_sigkill_after_ack_loses_nothing_and_doubles_nothing(
         "delivery": {"tick": "100ms", "lease": "3s",
                      "retry": {"initial": "100ms", "max_delay": "300ms", "jitter": "50ms"}},
         "logging": {"level": "warning"},
-    }))
-    log = tmp_path / "hub.log"
+    })
     website = WebsiteSimulator(secret=site_secret, seed=3)
     messages = [website.request() for _ in range(N)]
     async with aiohttp.ClientSession() as http:
-        proc = _start(config, log)
+        hub.start()
         try:
-            await _wait_healthy(http, hub_port, proc)
+            await hub.ready(http)
 
             async def send(msg: dict) -> int:
                 body, headers = website.sign(msg)
-                async with http.post(f"http://127.0.0.1:{hub_port}/webhooks/site", data=body,
-                                     headers=headers) as r:
+                async with http.post(f"{hub.url}/webhooks/site", data=body, headers=headers) as r:
                     return r.status
 
             statuses = await asyncio.gather(*(send(m) for m in messages))
             assert statuses == [200] * N  # acknowledged: on disk
         finally:
-            proc.send_signal(signal.SIGKILL)  # no drain, no goodbye
-            proc.wait(10)
+            hub.kill()
 
         # The receiver was down the whole time, so nothing was delivered yet.
         receiver = Receiver(secret=receiver_secret)
         await receiver.start(port=receiver_port)
-        proc = _start(config, log)
+        hub.start()
         try:
-            await _wait_healthy(http, hub_port, proc)
+            await hub.ready(http)
             await receiver.wait_for(N, timeout=60)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0, log.read_text()[-3000:]
+            assert hub.stop() == 0, hub.log_tail()
             await receiver.stop()
 
     ids = [r.body["data"]["ticket"]["external_id"] for r in receiver.unique.values()]
@@ -120,22 +84,18 @@ async def test_sigkill_after_ack_loses_nothing_and_doubles_nothing(
 
 async def test_sigterm_drains_every_acknowledged_request_and_exits_0(
         tmp_path: Path, pii_key: str, site_secret: str) -> None:
-    port = _free_port()
     db_path = tmp_path / "hub.db"
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "server": {"listen": f"127.0.0.1:{port}"},
+    hub = daemon(tmp_path, {
         "storage": {"url": f"sqlite+aiosqlite:///{db_path}"},
         "security": {"pii_key": pii_key},
         "sources": [{"id": "site", "kind": "website", "secret": site_secret}],
         "logging": {"level": "warning"},
-    }))
-    log = tmp_path / "hub.log"
+    })
     website = WebsiteSimulator(secret=site_secret, seed=5)
     signed = [website.sign(website.request()) for _ in range(300)]
-    proc = _start(config, log)
+    hub.start()
     async with aiohttp.ClientSession() as http:
-        await _wait_healthy(http, port, proc)
+        await hub.ready(http)
 
         answered = 0
         halfway = asyncio.Event()
@@ -143,8 +103,7 @@ async def test_sigterm_drains_every_acknowledged_request_and_exits_0(
         async def send(body: bytes, headers: dict[str, str]) -> int:
             nonlocal answered
             try:
-                async with http.post(f"http://127.0.0.1:{port}/webhooks/site", data=body,
-                                     headers=headers) as r:
+                async with http.post(f"{hub.url}/webhooks/site", data=body, headers=headers) as r:
                     return r.status
             except aiohttp.ClientError:
                 return 0  # the listener had already closed: not acknowledged
@@ -155,9 +114,10 @@ async def test_sigterm_drains_every_acknowledged_request_and_exits_0(
 
         sends = [asyncio.create_task(send(b, h)) for b, h in signed]
         await halfway.wait()
-        proc.send_signal(signal.SIGTERM)  # mid-burst: about 200 requests still open
+        assert hub.proc is not None
+        hub.proc.send_signal(signal.SIGTERM)  # mid-burst: about 200 requests still open
         statuses = await asyncio.gather(*sends)
-    assert proc.wait(30) == 0, log.read_text()[-3000:]
+    assert hub.proc.wait(30) == 0, hub.log_tail()
     assert set(statuses) <= {200, 503, 0}
     acknowledged = statuses.count(200)
     assert acknowledged >= 100

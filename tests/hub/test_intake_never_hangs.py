@@ -19,7 +19,7 @@ import pytest
 from connectors.callcenter.simulator import CallCenterSimulator
 from connectors.website.simulator import WebsiteSimulator
 from hub.daemon import Hub
-from hub.limits import REQUEST_OVERHEAD
+from hub.limits import request_cost
 from hub.records import raw_events
 from hub.registry import Registry
 from tests.conftest import count, http_request, make_config, raw_http
@@ -136,7 +136,7 @@ async def test_past_the_byte_budget_requests_are_turned_away_at_once(hub: Hub, w
     overloaded = [r for r in results if r[2] == "overloaded"]
     waited = [r for r in results if r[2] == "storage_unavailable"]
     assert {r[0] for r in results} == {503}
-    charge = len(messages[0][0]) + REQUEST_OVERHEAD
+    charge = request_cost(len(messages[0][0]))
     assert len(waited) == 300_000 // charge and len(overloaded) == 12 - len(waited)
     assert max(r[1] for r in overloaded) < 0.5  # answered unread, not after the deadline
     assert hub.intake_budget.in_use == 0
