@@ -27,7 +27,6 @@ from typing import Any
 
 import jmespath
 import jmespath.exceptions
-import orjson
 
 from hub.casts import CASTS, CastError
 from hub.errors import ConfigError, MappingError, Problem, Quarantine
@@ -147,7 +146,7 @@ class Compiler:
         elif "jmespath" in spec:
             try:
                 expr = jmespath.compile(str(spec["jmespath"]))
-                getters = [self._jmes(expr)]
+                getters = [self._jmes(expr, join_path(where, "jmespath"))]
             except jmespath.exceptions.JMESPathError as err:
                 self.error(join_path(where, "jmespath"), f"invalid JMESPath: {err}")
                 getters = []
@@ -229,11 +228,15 @@ class Compiler:
 
         return get
 
-    def _jmes(self, expr: Any) -> Getter:
+    def _jmes(self, expr: Any, where: str) -> Getter:
         template = self.template_paths
 
         def get(doc: Any) -> Any:
-            return expr.search(doc if template else doc.get("body"))
+            try:
+                return expr.search(doc if template else doc.get("body"))
+            except jmespath.exceptions.JMESPathError as err:
+                # A function given the wrong type (join() of a number): the event's shape.
+                raise FieldFailure(f"{where}: the JMESPath expression failed ({type(err).__name__})") from None
 
         return get
 
@@ -266,7 +269,10 @@ class InboundMapping:
         return f"{self.name}@{self.version}"
 
     def dedupe_key(self, doc: dict[str, Any]) -> str:
-        parts = [g(doc) for g in self._dedupe]
+        try:
+            parts = [g(doc) for g in self._dedupe]
+        except FieldFailure as err:
+            raise Quarantine(f"mapping {self.label}: {err}") from None
         if any(p in _EMPTY for p in parts):
             raise Quarantine("dedupe key is missing from the event")
         return bounded_key(":".join(_key_part(p) for p in parts))
@@ -283,8 +289,8 @@ class InboundMapping:
     def _apply(self, doc: dict[str, Any]) -> Normalized:
         ignored = self._ignore(doc) if self._ignore is not None else None
         if ignored not in _EMPTY and ignored is not False:
-            return Normalized(ticket={}, order=None, customer={}, identities=[],
-                              ignored=_key_part(ignored)[:200])
+            reason = ignored if isinstance(ignored, str) else describe(ignored)
+            return Normalized(ticket={}, order=None, customer={}, identities=[], ignored=reason[:200])
         interaction = None
         if self._interaction is not None:
             turn = {k: g(doc) for k, g in self._interaction.items()}
@@ -314,8 +320,11 @@ MAX_KEY = 200  # characters of a dedupe key kept as it is
 
 
 def _key_part(value: Any) -> str:
-    return value if isinstance(value, str) else str(value) if isinstance(value, (int, float, bool)) \
-        else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, bool)):
+        return str(value)
+    raise Quarantine(f"dedupe key: expected text, got {describe(value)}")
 
 
 def bounded_key(key: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings
 
 from connectors.webhook.receiver import Receiver
 from connectors.website.simulator import WebsiteSimulator
@@ -25,6 +26,12 @@ from hub.registry import Registry
 from hub.yamlfile import YamlDoc
 
 PG_URL = os.environ.get("HUB_TEST_POSTGRES_URL")
+
+# The fuzz harness (hypothesis): reproducible by default, so CI runs the same
+# examples every time; HYPOTHESIS_PROFILE=explore searches ten times wider.
+settings.register_profile("ci", max_examples=200, derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", max_examples=2000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _asyncpg_url(url: str) -> sa.URL:
