@@ -70,9 +70,36 @@ def replaced(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
 # in any of the ways people write them.
 NAME = "欧阳娜娜"
 ADDRESS = "杭州市西湖区文三路478号华星科技大厦"
-PHONES = ["13987654321", "139 8765 4321", "139.8765.4321", "(139)87654321", "+86 139-8765-4321",
+PHONE = "13987654321"
+PHONES = [PHONE, "139 8765 4321", "139.8765.4321", "(139)87654321", "+86 139-8765-4321",
           "0571-8888 6666", "+86 571 8888 6666", "(0571)88886666"]
 EMAIL = "nana.ouyang@example.com"
+DEEP = b"[" * 900 + b"]" * 900  # a body nested this deep is JSON orjson reads but will not write
+
+
+def hostile_variants() -> list[tuple[str, Any]]:
+    """(field of a website request's data, value) pairs a validly signed request
+    might carry; None removes the field. Each must be quarantined."""
+    return [
+        ("amount", "Infinity"), ("amount", "-Infinity"), ("amount", "NaN"), ("amount", "sNaN"),
+        ("amount", "1e999999999"), ("amount", "9" * 3000), ("amount", 1e308), ("amount", [1]),
+        ("amount", {"yuan": 1}), ("amount", "-5"), ("amount", True), ("amount", PHONE),
+        ("description", {"text": NAME}), ("description", ["a"]), ("description", "a\x00b"),
+        ("items", "SKU-1"), ("items", [{"sku": "a", "qty": {"n": 1}}]), ("items", [[1]]),
+        ("items", [{"sku": "a", "qty": "1e999999"}]), ("items", [{"sku": "a", "qty": 1}] * 600),
+        ("request_id", {"id": 1}), ("request_id", "x" * 10_000), ("request_id", None),
+        ("kind", ["return"]), ("kind", NAME), ("kind", 12), ("reason", {"a": ADDRESS}),
+        ("order_id", "DEEP"), ("order_id", [ADDRESS]),
+        ("customer", {"user_id": {"id": 1}, "phone": PHONE, "name": NAME}),
+        ("customer", {"user_id": "u1", "email": ["x"], "name": NAME}),
+        ("customer", {"user_id": "u" * 1000, "phone": PHONE, "name": NAME, "address": ADDRESS}),
+    ]
+
+
+def hostile_timestamps() -> list[Any]:
+    """Values of a website request's ``timestamp``: each must be quarantined."""
+    return ["0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59", "1969-12-31T23:59:59Z", 12,
+            "2026-13-45T00:00:00Z", {"t": 1}, "x" * 5000, f"{NAME}{PHONE}"]
 
 
 def clear_forms() -> list[str]:

@@ -29,32 +29,7 @@ from hub.pii import PiiCipher
 from hub.pipeline import Pipeline, SourceRuntime
 from hub.records import raw_events, tickets
 from hub.storage import Database
-
-DEEP = b"[" * 900 + b"]" * 900
-NAME, PHONE, ADDRESS, EMAIL = "欧阳娜娜", "13987654321", "杭州市西湖区文三路478号华星科技大厦", "nana.ouyang@example.com"
-
-
-def hostile_variants() -> list[tuple[str, Any]]:
-    """(field of data, value) pairs a validly signed request might carry."""
-    return [
-        ("amount", "Infinity"), ("amount", "-Infinity"), ("amount", "NaN"), ("amount", "sNaN"),
-        ("amount", "1e999999999"), ("amount", "9" * 3000), ("amount", 1e308), ("amount", [1]),
-        ("amount", {"yuan": 1}), ("amount", "-5"), ("amount", True), ("amount", PHONE),
-        ("description", {"text": NAME}), ("description", ["a"]), ("description", "a\x00b"),
-        ("items", "SKU-1"), ("items", [{"sku": "a", "qty": {"n": 1}}]), ("items", [[1]]),
-        ("items", [{"sku": "a", "qty": "1e999999"}]), ("items", [{"sku": "a", "qty": 1}] * 600),
-        ("request_id", {"id": 1}), ("request_id", "x" * 10_000), ("request_id", None),
-        ("kind", ["return"]), ("kind", NAME), ("kind", 12), ("reason", {"a": ADDRESS}),
-        ("order_id", "DEEP"), ("order_id", [ADDRESS]),
-        ("customer", {"user_id": {"id": 1}, "phone": PHONE, "name": NAME}),
-        ("customer", {"user_id": "u1", "email": ["x"], "name": NAME}),
-        ("customer", {"user_id": "u" * 1000, "phone": PHONE, "name": NAME, "address": ADDRESS}),
-    ]
-
-
-def hostile_timestamps() -> list[Any]:
-    return ["0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59", "1969-12-31T23:59:59Z", 12,
-            "2026-13-45T00:00:00Z", {"t": 1}, "x" * 5000, f"{NAME}{PHONE}"]
+from tests.hostile import ADDRESS, DEEP, EMAIL, NAME, PHONE, hostile_timestamps, hostile_variants
 
 
 @dataclass
