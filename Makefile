@@ -24,6 +24,7 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed
+	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/deliver.py
 	$(BIN)/python bench/poll.py
