@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +51,8 @@ class Stored:
     duplicates: int
 
 
-_Item = tuple[list[NewRawEvent], asyncio.Future[Stored]]
+_Item = tuple[list[NewRawEvent], asyncio.Future[Stored], float]  # events, waiter, deadline (loop time)
+EXPIRY_TICK = 0.25  # how often waiters past their deadline are answered
 
 
 class InboxWriter:
@@ -61,6 +63,8 @@ class InboxWriter:
         self.batch_delay = batch_delay
         self.on_commit = on_commit  # (rows, seconds) → metrics
         self._pending: collections.deque[_Item] = collections.deque()
+        self._writing: list[_Item] = []  # the batch being committed
+        self._expiry: asyncio.TimerHandle | None = None
         self.queued = 0  # events waiting in the queue (for /metrics)
         self._wake = asyncio.Event()
         self._closing = False
@@ -72,18 +76,32 @@ class InboxWriter:
         also when the commit has not happened within ``timeout`` seconds."""
         if self._closing:
             raise StorageUnavailable("the hub is shutting down")
-        fut: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        self._pending.append((events, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Stored] = loop.create_future()
+        self._pending.append((events, fut, loop.time() + timeout if timeout is not None else math.inf))
         self.queued += len(events)
         self._wake.set()
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            # Answered 503, so the platform sends it again; if the writer has not
-            # taken it yet it never will.
-            fut.cancel()
-            raise StorageUnavailable(f"not committed within {timeout:.0f} s "
-                                     "(the database is slow or locked)") from None
+        if timeout is not None and self._expiry is None:
+            self._expiry = loop.call_later(EXPIRY_TICK, self._expire)
+        return await fut
+
+    def _expire(self) -> None:
+        """Answer the waiters whose deadline has passed (one timer for all of them:
+        a wait_for per request costs more than the rest of its wait). An item
+        not yet taken never will be; one being written may still land, and the
+        platform's resend is then a duplicate."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = [fut for _, fut, deadline in self._writing if deadline <= now]
+        for _, fut, deadline in self._pending:  # oldest first
+            if deadline > now:
+                break
+            late.append(fut)
+        for fut in late:
+            _fail(fut, StorageUnavailable("not committed in time (the database is slow or locked)"))
+        if self._pending or self._writing:
+            self._expiry = loop.call_later(EXPIRY_TICK, self._expire)
 
     def closing(self) -> None:
         """Take no more: :meth:`run` returns once what is queued is committed."""
@@ -133,7 +151,7 @@ class InboxWriter:
         while self._pending and rows < self.batch_max:
             item = self._pending.popleft()
             self.queued -= len(item[0])
-            if item[1].done():  # its request timed out and was answered 503
+            if item[1].done():  # its deadline passed and it was answered 503
                 continue
             batch.append(item)
             rows += len(item[0])
@@ -142,29 +160,35 @@ class InboxWriter:
     async def _commit(self, batch: list[_Item]) -> None:
         """Write one batch; every waiter hears how it went, whatever goes wrong."""
         now = utcnow()
-        params: list[tuple[Any, ...]] = []
-        writing: list[_Item] = []
-        for events, fut in batch:
-            try:
-                params.extend(render_rows(self.db, events, now))
-                writing.append((events, fut))
-            except (TypeError, ValueError) as err:  # headers that are not JSON-able text
-                _fail(fut, PayloadError(f"event cannot be stored: {type(err).__name__}"))
+        try:
+            params = render_rows(self.db, [e for item in batch for e in item[0]], now)
+            writing = self._writing = batch
+        except (TypeError, ValueError):  # headers that are not JSON-able text: find whose
+            params, writing = [], []
+            for item in batch:
+                try:
+                    params.extend(render_rows(self.db, item[0], now))
+                    writing.append(item)
+                except (TypeError, ValueError) as err:
+                    _fail(item[1], PayloadError(f"event cannot be stored: {type(err).__name__}"))
+            self._writing = writing
         started = time.perf_counter()
         try:
             new_keys = await self._write(params) if params else set()
         except asyncio.CancelledError:
-            for _, fut in writing:
+            for _, fut, _ in writing:
                 _fail(fut, StorageUnavailable("the hub is shutting down"))
             raise
         except Exception as err:  # noqa: BLE001 - every waiter must hear about it
             unavailable = storage_errors_as_unavailable(err) or StorageUnavailable(
                 f"inbox write failed: {type(err).__name__}")
-            for _, fut in writing:
+            for _, fut, _ in writing:
                 _fail(fut, unavailable)
             return
+        finally:
+            self._writing = []
         elapsed = time.perf_counter() - started
-        for events, fut in writing:
+        for events, fut, _ in writing:
             new = sum(1 for e in events if (e.source_id, e.dedupe_key) in new_keys)
             if not fut.done():
                 fut.set_result(Stored(stored=new, duplicates=len(events) - new))

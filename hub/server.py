@@ -119,8 +119,11 @@ def build_app(hub: Hub) -> web.Application:
     async def accept(request: web.Request, source_id: str, connector: WebhookSource,
                      mapping: InboundMapping) -> web.Response:
         try:
-            async with asyncio.timeout(server.body_timeout):
+            if request.content.is_eof():  # all of it arrived with the head: nothing to wait for
                 body = await read_body(request, max_body)
+            else:
+                async with asyncio.timeout(server.body_timeout):
+                    body = await read_body(request, max_body)
         except PayloadTooLarge:
             counted(source_id, "too_large").inc()
             return _error(413, PayloadTooLarge.code, f"body is over the {max_body}-byte limit",
