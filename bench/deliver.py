@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from hub.delivery import ActiveDestination, Deliverer  # noqa: E402
 from hub.records import outbox, tickets, utcnow  # noqa: E402
 from hub.retry import RetryPolicy  # noqa: E402
 from hub.storage import Database  # noqa: E402
+from hub.supervisor import wait_at_most  # noqa: E402
 
 CONCURRENCY = 64
 
@@ -78,8 +78,7 @@ async def run_hub(url: str, n: int, payload: str, target: str) -> float:
         while done < n or deliverer._outcomes:
             wake.clear()
             if not await step():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), 0.05)
+                await wait_at_most(wake, 0.05)
 
     started = time.perf_counter()
     await asyncio.gather(loop(deliverer.claim_once, deliverer.wake),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import gc
 import resource
 import signal
@@ -41,7 +40,7 @@ from hub.registry import Registry
 from hub.retry import RetryPolicy
 from hub.server import build_app
 from hub.storage import UNAVAILABLE, Database
-from hub.supervisor import Supervisor, Worker
+from hub.supervisor import Supervisor, Worker, wait_at_most
 
 log = structlog.get_logger("hub.daemon")
 
@@ -282,8 +281,7 @@ class Hub:
                 if after is not None:
                     after()
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=self.supervisor.beat_every)
+            await wait_at_most(wake, self.supervisor.beat_every)
             worker.beat()
 
     async def watchdog(self) -> None:

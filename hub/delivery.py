@@ -73,13 +73,14 @@ async def receipt_of(resp: aiohttp.ClientResponse, limit: int = MAX_RESPONSE_BYT
     so a destination that answers with 300 MB costs 64 KB."""
     chunks: list[bytes] = []
     size = 0
-    while size < limit:
-        chunk = await resp.content.read(limit - size)
+    content = resp.content
+    while size < limit and not content.at_eof():
+        chunk = await content.read(limit - size)
         if not chunk:
             break
         chunks.append(chunk)
         size += len(chunk)
-    if size >= limit and not resp.content.at_eof():
+    if not content.at_eof():
         resp.close()  # the rest stays unread: this connection is not reused
     body = b"".join(chunks).decode("utf-8", errors="replace")
     classify(resp.status, body, resp.headers.get("retry-after"))
@@ -193,11 +194,7 @@ class Deliverer:
         # Each destination keeps up to ``batch`` claimed rows queued behind its
         # slots, so a freed slot is refilled without a database round trip; it
         # claims again once that queue is half empty (claims of many rows, not of one).
-        want = {}
-        for d, a in self.destinations.items():
-            room = a.limit + self.batch - a.in_flight - len(a.queue)
-            if room >= max(1, self.batch // 2) or (room > 0 and not a.queue):
-                want[d] = room
+        want = {d: self._room(a) for d, a in self.destinations.items() if self._room(a)}
         if not want:
             return 0
         loop = asyncio.get_running_loop()
@@ -209,6 +206,11 @@ class Deliverer:
         for d in want:
             self._pump(d)
         return len(rows)
+
+    def _room(self, a: ActiveDestination) -> int:
+        """How many rows a claim should take for this destination now (0: not worth one)."""
+        room = a.limit + self.batch - a.in_flight - len(a.queue)
+        return room if room >= max(1, self.batch // 2) or (room > 0 and not a.queue) else 0
 
     def _pump(self, dest: str) -> None:
         """Start queued attempts while the destination has free slots."""
@@ -300,7 +302,8 @@ class Deliverer:
         self._outcomes.append(outcome)
         self.completed.set()
         self._pump(dest)
-        self.wake.set()  # room to claim more
+        if self._room(self.destinations[dest]):
+            self.wake.set()  # worth claiming more (not on every completion: a claim costs a transaction)
 
     def _retry_or_die(self, claim: Claim, policy: RetryPolicy, started: datetime, status: int | None,
                       error: str, body: str | None, retry_after: float | None) -> Outcome:

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.errors import PayloadError, StorageUnavailable
 from hub.records import utcnow
 from hub.storage import Database, storage_errors_as_unavailable
+from hub.supervisor import wait_at_most
 
 
 @dataclass(slots=True)
@@ -137,8 +138,7 @@ class InboxWriter:
                 if self._closing:
                     return
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=idle)
+                await wait_at_most(self._wake, idle)
                 continue
             if self.batch_delay > 0:
                 await asyncio.sleep(self.batch_delay)

@@ -74,6 +74,17 @@ class Worker:
 WorkerFn = Callable[[Worker], Awaitable[None]]
 
 
+async def wait_at_most(event: asyncio.Event, seconds: float) -> None:
+    """How a worker waits: until ``event`` is set or ``seconds`` pass (the timer
+    sets the event). asyncio.wait_for would make a task on every wait, and
+    workers wait after every step."""
+    handle = asyncio.get_running_loop().call_later(seconds, event.set)
+    try:
+        await event.wait()
+    finally:
+        handle.cancel()
+
+
 class Supervisor:
     def __init__(self, *, stall_after: float = 60.0, max_backoff: float = 30.0,
                  clock: Callable[[], float] = time.monotonic,
