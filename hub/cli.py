@@ -66,8 +66,42 @@ def check_config(path: Annotated[Path, typer.Argument(help="config file to check
         raise typer.Exit(2)
     out.print(f"[green]{path}: OK[/] — {len(cfg.sources)} sources, {len(cfg.destinations)} destinations, "
               f"{len(cfg.sync)} sync rules")
+    out.print("bounds (each keeps one client, event or destination from growing or stalling the hub):",
+              soft_wrap=True)
+    for key, value, given in bounds(cfg):
+        out.print(f"  {key:40} {value:>10}  {'' if given else '[dim](default)[/]'}", highlight=False)
     for u in unavailable:
         out.print(f"  [yellow]note:[/] {u} (check-config accepts it; `hub run` will not start with it enabled)")
+
+
+_BOUNDS = {
+    "server": ("max_body_bytes", "max_pending_bytes", "inbox_timeout", "header_timeout", "body_timeout",
+               "max_connections"),
+    "delivery": ("lease",),
+    "supervisor": ("stall_after",),
+    "logging": ("repeat_limit", "repeat_window"),
+}
+_PER_DESTINATION = ("timeout", "max_in_flight", "max_response_bytes")
+
+
+def bounds(cfg: HubConfig) -> list[tuple[str, str, bool]]:
+    """(key path, value, set in the file?) of every bound, as check-config prints them."""
+    def shown(name: str, value: Any) -> str:
+        if name.endswith("bytes"):
+            return f"{value / 1048576:g} MiB" if value >= 1048576 else f"{value / 1024:g} KiB"
+        if isinstance(value, float):
+            return f"{value:g}s"
+        return str(value)
+
+    rows = []
+    for section, names in _BOUNDS.items():
+        model = getattr(cfg, section)
+        rows += [(f"{section}.{n}", shown(n, getattr(model, n)), n in model.model_fields_set) for n in names]
+    for i, d in enumerate(cfg.destinations):
+        if d.enabled:
+            rows += [(f"destinations[{i}].{n} ({d.id})", shown(n, getattr(d, n)), n in d.model_fields_set)
+                     for n in _PER_DESTINATION]
+    return rows
 
 
 @app.command()

@@ -125,6 +125,12 @@ def test_check_config_command_exit_codes(tmp_path: Path) -> None:
                           env={**os.environ, **_env_for_example()}, capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     assert "OK" in good.stdout
+    # Every bound is listed with its value; the example sets the server's, the rest are defaults.
+    lines = {line.split()[0]: line for line in good.stdout.splitlines()[2:] if line.startswith("  ")}
+    assert "64 MiB" in lines["server.max_pending_bytes"] and "(default)" not in lines["server.max_pending_bytes"]
+    assert "60s" in lines["supervisor.stall_after"]
+    assert {"server.max_connections", "server.header_timeout", "delivery.lease", "logging.repeat_limit"} <= set(lines)
+    assert any(k.startswith("destinations[") and k.endswith(".max_response_bytes") for k in lines)
     bad = tmp_path / "bad.yaml"
     bad.write_text(BROKEN)
     res = subprocess.run([sys.executable, "-m", "hub", "check-config", str(bad)],
