@@ -16,7 +16,8 @@ the next page slides onto the page just read. So each window is read like this:
    so a restart resumes inside the window; the window done, the cursor moves
    to its end minus ``overlap`` (records the platform indexes late).
 
-A backlog longer than ``max_window`` is read window by window.
+A backlog longer than ``max_window`` is read window by window; a record the
+connector cannot read is kept for quarantine (:func:`each_event`).
 """
 
 from __future__ import annotations
@@ -27,11 +28,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
+
 from hub.casts import SHANGHAI
 from hub.config import PolledSourceConfig
+from hub.errors import SourceError
 from hub.interfaces import InboundEvent, PollBatch
-from hub.polling import window_end
+from hub.polling import unreadable, window_end
 from hub.records import utcnow
+from hub.redaction import error_summary
+
+log = structlog.get_logger("connectors.window_poll")
 
 PLATFORM_TIME = "%Y-%m-%d %H:%M:%S"
 
@@ -49,8 +56,28 @@ class Page:
 
 # (start, end, page number, page size) → one page of the window
 FetchPage = Callable[[datetime, datetime, int, int], Awaitable[Page]]
-# a page's items → the events to store (may call the platform again, e.g. for detail)
-ToEvents = Callable[[list[Any]], Awaitable[list[InboundEvent]]]
+# one item of a page → the event to store, or None (may call the platform again, e.g. for detail)
+ToEvent = Callable[[Any], Awaitable[InboundEvent | None]]
+
+
+async def each_event(items: list[Any], to_event: ToEvent) -> list[InboundEvent]:
+    """The events of a page's items, one at a time: an item the connector cannot
+    read (a field of the wrong type, say) is kept as an unreadable event for the
+    pipeline to quarantine, so one bad record never holds back its page — nor,
+    read again and again, every later one. The platform failing is another
+    matter (a SourceError): the page is read again."""
+    out = []
+    for item in items:
+        try:
+            event = await to_event(item)
+        except SourceError:
+            raise
+        except Exception as err:  # noqa: BLE001 - one record is one unit of failure
+            log.warning("record not readable; kept for quarantine", error=error_summary(err))
+            event = unreadable(item, err)
+        if event is not None:
+            out.append(event)
+    return out
 
 
 def _iso(dt: datetime) -> str:
@@ -65,12 +92,12 @@ class WindowedPoll:
     """A :class:`~hub.interfaces.PollStream` over a modified-time list API."""
 
     def __init__(self, name: str, config: PolledSourceConfig, fetch_page: FetchPage,
-                 to_events: ToEvents, *, clock: Callable[[], datetime] = utcnow):
+                 to_event: ToEvent, *, clock: Callable[[], datetime] = utcnow):
         self.name = name
         self.interval = config.poll_every
         self.config = config
         self.fetch_page = fetch_page
-        self.to_events = to_events
+        self.to_event = to_event
         self.clock = clock
 
     def _advance(self, since: datetime, end: datetime) -> datetime:
@@ -93,7 +120,7 @@ class WindowedPoll:
                     return
                 first = await self.fetch_page(since, end, 1, size)
                 pages = max(1, math.ceil(first.total / size))
-                events = await self.to_events(first.items)
+                events = await each_event(first.items, self.to_event)
                 if pages == 1:
                     since = self._advance(since, end)
                     yield PollBatch(events, {"since": _iso(since)}, watermark=end)
@@ -106,7 +133,7 @@ class WindowedPoll:
                 start = _parse(win["start"])
                 page_no = int(win["next_page"])
                 page = await self.fetch_page(start, end, page_no, size)
-                events = await self.to_events(page.items)
+                events = await each_event(page.items, self.to_event)
                 if page_no <= 1:
                     since = self._advance(start, end)
                     win = None

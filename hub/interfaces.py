@@ -30,6 +30,11 @@ class InboundRequest:
     remote: str | None = None
 
 
+# A header an event may carry (and the inbox keeps): why its connector could not
+# read the record (see hub.polling.unreadable); the pipeline quarantines it so.
+UNREADABLE = "hub-unreadable"
+
+
 @dataclass(slots=True)
 class InboundEvent:
     """One event found in a verified request, ready for the inbox."""

@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidTag
 
 from hub.config import DestinationConfig, SourceConfig, SyncRule
 from hub.errors import Quarantine
+from hub.interfaces import UNREADABLE
 from hub.lifecycle import OPEN_STATUSES, Outcome, decide
 from hub.linking import Merge, link_customer, link_order, update_by_id
 from hub.mapping import InboundMapping, OutboundMapping
@@ -190,6 +191,9 @@ class Pipeline:
     def _normalize(self, rt: SourceRuntime | None, row: Any) -> Normalized:
         if rt is None:
             raise Quarantine(f"source {row.source_id!r} is not configured")
+        problem = (row.headers or {}).get(UNREADABLE) if isinstance(row.headers, dict) else None
+        if problem:
+            raise Quarantine(str(problem))
         try:
             text = self.cipher.open_body(row.body)
         except (ValueError, InvalidTag, UnicodeDecodeError) as err:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import postgresql, sqlite
@@ -42,12 +43,13 @@ from hub.errors import (
     SourceTransient,
 )
 from hub.inbox import NewRawEvent, insert_rows, render_rows
-from hub.interfaces import PollBatch, PollingSource, PollStream
+from hub.interfaces import UNREADABLE, InboundEvent, PollBatch, PollingSource, PollStream
 from hub.mapping import InboundMapping
 from hub.metrics import Metrics
 from hub.pii import PiiCipher
 from hub.pipeline import event_document
 from hub.records import source_cursors, source_state, utcnow
+from hub.redaction import error_summary
 from hub.storage import UNAVAILABLE, Database
 from hub.supervisor import Worker, WorkerFn
 
@@ -337,6 +339,18 @@ class PollRunner:
                 healthy=h.healthy, circuit=h.circuit.value, last_success_at=h.last_success_at,
                 last_error=h.last_error, last_error_at=h.last_error_at,
                 lag_seconds=h.lag_seconds(now), updated_at=now))
+
+
+def unreadable(record: Any, err: BaseException) -> InboundEvent:
+    """A record a connector could not turn into an event, kept anyway: stored
+    like any (so the page's cursor moves on and nothing is lost) and
+    quarantined by the pipeline with the reason, for a replay once fixed."""
+    try:
+        body = orjson.dumps({"unreadable": record}).decode()
+    except TypeError:  # nested past what orjson writes, or not JSON at all
+        body = '{"unreadable": null}'
+    reason = f"the connector could not read this record: {error_summary(err)}"
+    return InboundEvent(body=body, document={}, headers={UNREADABLE: reason})
 
 
 _END = object()

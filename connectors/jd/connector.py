@@ -67,7 +67,7 @@ class JdSource:
         self._orders = LookupCache(self._fetch_order, what="order")
 
     def streams(self) -> list[PollStream]:
-        return [WindowedPoll("services", self.config, self._page, self._events)]
+        return [WindowedPoll("services", self.config, self._page, self._event)]
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -105,16 +105,13 @@ class JdSource:
         found = self._order(resp)
         return found if isinstance(found, dict) else None
 
-    async def _events(self, rows: list[Any]) -> list[InboundEvent]:
-        out = []
-        for row in rows:
-            if not isinstance(row, dict):
-                continue
-            service = await self.detail(row)
-            order = await self._orders.get(service.get("orderId")) if self.config.fetch_orders else None
-            doc = {"service": service, "order": order, "via": "poll"}
-            out.append(InboundEvent(body=orjson.dumps(doc).decode(), document=doc))
-        return out
+    async def _event(self, row: Any) -> InboundEvent | None:
+        if not isinstance(row, dict):
+            raise TypeError(f"a service is an object, not {type(row).__name__}")
+        service = await self.detail(row)
+        order = await self._orders.get(service.get("orderId")) if self.config.fetch_orders else None
+        doc = {"service": service, "order": order, "via": "poll"}
+        return InboundEvent(body=orjson.dumps(doc).decode(), document=doc)
 
 
 def _demo() -> Any:

@@ -31,7 +31,7 @@ from pydantic import ConfigDict, Field
 from connectors.lookup_cache import LookupCache
 from connectors.taobao.client import TopAccess
 from connectors.taobao.writeback import TaobaoWriteback, TaobaoWritebackConfig
-from connectors.window_poll import Page, WindowedPoll, platform_time
+from connectors.window_poll import Page, WindowedPoll, each_event, platform_time
 from hub.config import Duration, PolledSourceConfig
 from hub.errors import SourceRejected
 from hub.interfaces import (
@@ -92,7 +92,7 @@ class TaobaoSource:
     def streams(self) -> list[PollStream]:
         out: list[PollStream] = []
         if "poll" in self.config.mode:
-            out.append(WindowedPoll("refunds", self.config, self._refund_page, self._refund_events))
+            out.append(WindowedPoll("refunds", self.config, self._refund_page, self._refund_event))
         if "messages" in self.config.mode:
             out.append(TmcStream(self))
         return out
@@ -123,8 +123,10 @@ class TaobaoSource:
         trade = resp.get("trade")
         return trade if isinstance(trade, dict) else None
 
-    async def _refund_events(self, refunds: list[Any]) -> list[InboundEvent]:
-        return [_event(r, await self.trade(r.get("tid")), "poll") for r in refunds if isinstance(r, dict)]
+    async def _refund_event(self, refund: Any) -> InboundEvent | None:
+        if not isinstance(refund, dict):
+            raise TypeError(f"a refund is an object, not {type(refund).__name__}")
+        return _event(refund, await self.trade(refund.get("tid")), "poll")
 
 
 class TmcStream:
@@ -150,14 +152,8 @@ class TmcStream:
             messages = _list(resp.get("messages"), "tmc_message")
             if not messages:
                 return
-            events: list[InboundEvent] = []
-            for msg in messages:
-                if not str(msg.get("topic", "")).startswith(REFUND_TOPIC_PREFIX):
-                    continue
-                event = await self._event(msg)
-                if event is not None:
-                    events.append(event)
-            ids = ",".join(str(m.get("id")) for m in messages if m.get("id") is not None)
+            events = await each_event(messages, self._event)
+            ids = ",".join(str(m.get("id")) for m in messages if isinstance(m, dict) and m.get("id") is not None)
             confirmed += len(messages)
 
             async def confirm(ids: str = ids) -> None:
@@ -166,7 +162,11 @@ class TmcStream:
 
             yield PollBatch(events, {"confirmed": confirmed}, after_commit=confirm)
 
-    async def _event(self, msg: dict[str, Any]) -> InboundEvent | None:
+    async def _event(self, msg: Any) -> InboundEvent | None:
+        if not isinstance(msg, dict):
+            raise TypeError(f"a TMC message is an object, not {type(msg).__name__}")
+        if not str(msg.get("topic", "")).startswith(REFUND_TOPIC_PREFIX):
+            return None
         try:
             content = orjson.loads(msg.get("content") or "{}")
         except orjson.JSONDecodeError:

@@ -184,3 +184,16 @@ async def test_an_event_that_breaks_its_transaction_is_found_and_quarantined(bar
     assert (states[keys[3]][1] or "").startswith("failed 3 times alone: OperationalError in hub/pipeline.py:")
     # Back to whole batches once the poison is out.
     assert bare.pipeline._alone == 0
+
+
+async def test_a_record_its_connector_could_not_read_is_quarantined_with_why(bare: Bare) -> None:
+    from hub.interfaces import UNREADABLE
+    from hub.polling import unreadable
+
+    event = unreadable({"refund_id": {"x": 1}}, TypeError("unhashable type: 'dict'"))
+    bare.n += 1
+    await bare.inbox.submit([NewRawEvent("site", "poll-1", bare.cipher.seal_body(event.body), event.headers)])
+    await _drain(bare.pipeline)
+    state, reason = (await bare.states())["poll-1"]
+    assert state == "quarantined" and reason == event.headers[UNREADABLE]
+    assert reason.startswith("the connector could not read this record: TypeError")
