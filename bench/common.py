@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import socket
@@ -43,3 +44,10 @@ def bench_database(storage: str, workdir: Path, postgres_url: str) -> Iterator[s
         yield admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
     finally:
         subprocess.run(["psql", dsn, "-qc", f'DROP DATABASE "{name}" WITH (FORCE)'], check=True)
+
+
+def storage_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--storage sqlite|postgres`` and ``--postgres-url``, as every benchmark takes them."""
+    ap.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_POSTGRES_URL",
+                                                              "postgresql://postgres@127.0.0.1:5432/test"))

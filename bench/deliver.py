@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_database, free_port, wait_port  # noqa: E402
+from bench.common import bench_database, free_port, storage_arguments, wait_port  # noqa: E402
 from connectors.webhook.destination import WebhookDestination, WebhookDestinationConfig  # noqa: E402
 from hub import standard_webhooks  # noqa: E402
 from hub.config import RetryConfig  # noqa: E402
@@ -109,9 +108,7 @@ async def run_baseline(n: int, payload: str, target: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pushes", type=int, default=5000)
-    ap.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
-    ap.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_POSTGRES_URL",
-                                                              "postgresql://postgres@127.0.0.1:5432/test"))
+    storage_arguments(ap)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hub-bench-deliver-"))
     payload = orjson.dumps({"type": "ticket.created", "data": {"ticket": {"description": "x" * 900}}}).decode()

@@ -40,7 +40,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_database, free_port, wait_port  # noqa: E402
+from bench.common import bench_database, free_port, storage_arguments, wait_port  # noqa: E402
 from connectors.website.simulator import WebsiteSimulator  # noqa: E402
 from hub import standard_webhooks  # noqa: E402
 from hub.config import DestinationConfig  # noqa: E402
@@ -170,9 +170,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rate", type=float, default=None, help="sustained offered rate, requests/s")
     ap.add_argument("--hang-fraction", type=float, default=0.01)
-    ap.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
-    ap.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_POSTGRES_URL",
-                                                              "postgresql://postgres@127.0.0.1:5432/test"))
+    storage_arguments(ap)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hub-bench-e2e-"))
     runs = [run_once("every push answered", args, 0.0, work),

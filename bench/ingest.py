@@ -40,7 +40,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_database, free_port, wait_port  # noqa: E402
+from bench.common import bench_database, free_port, storage_arguments, wait_port  # noqa: E402
 from connectors.website.simulator import WebsiteSimulator  # noqa: E402
 from hub import standard_webhooks  # noqa: E402
 
@@ -163,12 +163,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3,
                     help="each round runs wrk against all three servers in turn; medians are reported")
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
+    storage_arguments(ap)
     ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="override a config value of the hub under test, e.g. storage.batch_delay=0")
     ap.add_argument("--profile", metavar="FILE", help="record the hub's first run: .svg, .txt (py-spy) or .perf")
-    ap.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_POSTGRES_URL",
-                                                              "postgresql://postgres@127.0.0.1:5432/test"))
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench/ingest.py needs wrk: apt-get install wrk")

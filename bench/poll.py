@@ -37,7 +37,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_database  # noqa: E402
+from bench.common import bench_database, storage_arguments  # noqa: E402
 from connectors.jd.simulator import JdSimulator  # noqa: E402
 from connectors.simserver import PlatformQuota, SimServer  # noqa: E402
 from connectors.taobao.simulator import TaobaoSimulator  # noqa: E402
@@ -105,9 +105,7 @@ async def main() -> None:
     parser.add_argument("--taobao-quota", type=float, default=2.0, help="Taobao calls per second")
     parser.add_argument("--jd-records", type=int, default=300)
     parser.add_argument("--jd-quota", type=float, default=20.0, help="JD calls per second")
-    parser.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--postgres-url", default=os.environ.get(
-        "HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    storage_arguments(parser)
     args = parser.parse_args()
     logs.configure("error", "console")
     print(f"polling from empty cursors, {args.storage}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +23,9 @@ from connectors.website.simulator import WebsiteSimulator
 from hub import standard_webhooks
 from hub.config import HubConfig, parse_config
 from hub.daemon import Hub
+from hub.records import outbox, tickets, utcnow
 from hub.registry import Registry
+from hub.storage import Database
 from hub.yamlfile import YamlDoc
 
 PG_URL = os.environ.get("HUB_TEST_POSTGRES_URL")
@@ -136,14 +139,23 @@ async def start_hub(registry: Registry, db_url: str, pii_key: str, site_secret: 
     return hub
 
 
+@contextlib.asynccontextmanager
+async def running(cfg: HubConfig, registry: Registry) -> AsyncIterator[Hub]:
+    """A started hub for the length of the block, stopped (drained) after it."""
+    h = Hub(cfg, registry)
+    await h.start()
+    try:
+        yield h
+    finally:
+        await h.stop()
+
+
 @pytest.fixture
 async def hub(registry: Registry, db_url: str, pii_key: str, site_secret: str,
               receiver: Receiver) -> AsyncIterator[Hub]:
-    h = Hub(make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret,
-                        receiver=receiver), registry)
-    await h.start()
-    yield h
-    await h.stop()
+    async with running(make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret,
+                                   receiver=receiver), registry) as h:
+        yield h
 
 
 @pytest.fixture
@@ -215,3 +227,22 @@ def http_request(method: str, path: str, headers: dict[str, str | bytes], body: 
     for name, value in headers.items():
         lines.append(name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()))
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+async def seed_pushes(db: Database, pushes: list[dict[str, Any]], ticket_id: int = 1) -> None:
+    """A ticket and outbox rows for it as the pipeline leaves them (pending, due
+    now, to destination "hook"); each dict overrides what it names."""
+    now = utcnow()
+    async with db.write() as conn:
+        await conn.execute(sa.insert(tickets).values(
+            id=ticket_id, channel="website", source_id="site", external_id=f"AS{ticket_id}", type="refund_only",
+            status="new", priority="normal", created_at=now, updated_at=now))
+        rows = []
+        for i, push in enumerate(pushes, 1):
+            dest = push.get("destination_id", "hook")
+            rows.append({"destination_id": dest, "ticket_id": ticket_id, "ordering_key": f"{dest}:{ticket_id}",
+                         "event_type": "ticket.created", "idempotency_key": f"msg_{dest}_{ticket_id}_{i}",
+                         "payload": '{"type": "ticket.created"}', "state": "pending", "attempts": 0,
+                         "last_status": None, "last_error": None, "next_attempt_at": now, "created_at": now}
+                        | push)
+        await conn.execute(sa.insert(outbox), rows)

@@ -12,26 +12,18 @@ from typer.testing import CliRunner
 
 from hub import standard_webhooks
 from hub.cli import app
-from hub.records import audit_log, outbox, ticket_events, tickets, utcnow
+from hub.records import audit_log, outbox, ticket_events
 from hub.storage import Database
+from tests.conftest import seed_pushes
 
 
 async def _seed(url: str) -> None:
     db = Database(url)
     await db.migrate()
-    now = utcnow()
-    async with db.write() as conn:
-        await conn.execute(sa.insert(tickets).values(id=7, channel="website", source_id="site", external_id="AS7",
-                                                     type="refund_only", status="new", priority="normal",
-                                                     created_at=now, updated_at=now))
-        await conn.execute(sa.insert(outbox), [
-            {"id": 1, "destination_id": "erp", "ticket_id": 7, "ordering_key": "erp:7", "event_type": "ticket.created",
-             "idempotency_key": "msg_erp_7_1", "payload": "{}", "state": "dead", "attempts": 1, "last_status": 400,
-             "last_error": "HTTP 400", "next_attempt_at": now, "created_at": now},
-            {"id": 2, "destination_id": "erp", "ticket_id": 7, "ordering_key": "erp:7",
-             "event_type": "ticket.status_changed", "idempotency_key": "msg_erp_7_2", "payload": "{}",
-             "state": "pending", "attempts": 0, "last_status": None, "last_error": None,
-             "next_attempt_at": now, "created_at": now}])
+    await seed_pushes(db, [
+        {"id": 1, "destination_id": "erp", "state": "dead", "attempts": 1, "last_status": 400,
+         "last_error": "HTTP 400"},
+        {"id": 2, "destination_id": "erp", "event_type": "ticket.status_changed"}], ticket_id=7)
     await db.close()
 
 

@@ -21,11 +21,11 @@ from hub import dead_letters, standard_webhooks
 from hub.config import RetryConfig
 from hub.daemon import Hub
 from hub.delivery import ActiveDestination, Claim, Deliverer, Outcome
-from hub.records import outbox, ticket_events, tickets, utcnow
+from hub.records import outbox, ticket_events, utcnow
 from hub.registry import Registry
 from hub.retry import RetryPolicy
 from hub.storage import Database
-from tests.conftest import make_config, wait_until
+from tests.conftest import make_config, running, seed_pushes, wait_until
 
 FAST_RETRY = {"initial": "100ms", "max_delay": "1s", "jitter": "10ms", "give_up_after": "1h", "max_attempts": 5}
 
@@ -48,10 +48,8 @@ async def short_lease_hub(registry: Registry, db_url: str, pii_key: str, site_se
                       delivery={"tick": "50ms", "lease": "2s", "retry": FAST_RETRY},
                       destinations=[{"id": "hook", "kind": "webhook", "url": receiver.url,
                                      "secret": receiver.secret, "timeout": "1s"}])
-    h = Hub(cfg, registry)
-    await h.start()
-    yield h
-    await h.stop()
+    async with running(cfg, registry) as h:
+        yield h
 
 
 async def test_a_hanging_push_holds_up_no_other_ticket(
@@ -102,15 +100,7 @@ async def _all_delivered(hub: Hub, n: int) -> bool:
 async def bare_deliverer(db_url: str, receiver: Receiver) -> AsyncIterator[tuple[Database, Any]]:
     db = Database(db_url)
     await db.migrate()
-    now = utcnow()
-    async with db.write() as conn:
-        await conn.execute(sa.insert(tickets).values(id=1, channel="website", source_id="site", external_id="AS1",
-                                                     type="refund_only", status="new", priority="normal",
-                                                     created_at=now, updated_at=now))
-        await conn.execute(sa.insert(outbox).values(
-            destination_id="hook", ticket_id=1, ordering_key="hook:1", event_type="ticket.created",
-            idempotency_key="msg_hook_1_1", payload='{"type": "ticket.created"}', state="pending",
-            attempts=0, next_attempt_at=now, created_at=now))
+    await seed_pushes(db, [{}])
     cfg = WebhookDestinationConfig(id="hook", kind="webhook", url=receiver.url,
                                    secret=receiver.secret, timeout=1.0)  # type: ignore[arg-type]
 

@@ -22,7 +22,7 @@ from hub.daemon import Hub
 from hub.limits import request_cost
 from hub.records import raw_events
 from hub.registry import Registry
-from tests.conftest import count, http_request, make_config, raw_http
+from tests.conftest import count, http_request, make_config, raw_http, running
 
 PASSWORD = "cc-push-password-1"
 BASIC = "Basic " + base64.b64encode(f"hub:{PASSWORD}".encode()).decode()
@@ -37,10 +37,8 @@ async def hub(registry: Registry, tmp_path: Path, pii_key: str, site_secret: str
                       server={"listen": "127.0.0.1:0", "max_body_bytes": 65536, "inbox_timeout": "1s",
                               "max_pending_bytes": 300_000},
                       storage={"url": f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", "sqlite_busy_timeout": "20s"})
-    h = Hub(cfg, registry)
-    await h.start()
-    yield h
-    await h.stop()
+    async with running(cfg, registry) as h:
+        yield h
 
 
 def _cdr_request(cc: CallCenterSimulator, extra: dict[str, str | bytes]) -> bytes:

@@ -19,7 +19,7 @@ from connectors.website.simulator import WebsiteSimulator
 from hub.daemon import Hub
 from hub.records import raw_events
 from hub.registry import Registry
-from tests.conftest import count, make_config, wait_until
+from tests.conftest import count, make_config, running, wait_until
 
 
 async def _ready(http: aiohttp.ClientSession, hub: Hub) -> tuple[int, Any]:
@@ -119,10 +119,8 @@ async def quick_stall_hub(registry: Registry, db_url: str, pii_key: str, site_se
                           receiver: Receiver) -> AsyncIterator[Hub]:
     cfg = make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret, receiver=receiver,
                       supervisor={"stall_after": "1s"})
-    h = Hub(cfg, registry)
-    await h.start()
-    yield h
-    await h.stop()
+    async with running(cfg, registry) as h:
+        yield h
 
 
 async def test_a_stalled_pipeline_turns_readyz_503_and_withholds_the_watchdog_ping(
