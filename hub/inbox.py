@@ -12,6 +12,11 @@ On SQLite the whole transaction is one hop to the database thread (plain
 sqlite3, which lets go of the GIL while it writes and syncs), so the event
 loop goes on taking requests during the commit. On PostgreSQL the writer keeps
 one connection: no pool checkout or ping per batch.
+
+Nothing here can leave a request waiting forever: every waiter has a deadline
+(answered by one timer, :meth:`InboxWriter._expire`), whatever goes wrong in
+a batch is told to each of its waiters, and the writer itself runs under the
+hub's supervisor (:mod:`hub.supervisor`), restarted if it ever dies.
 """
 
 from __future__ import annotations
@@ -208,8 +213,6 @@ class InboxWriter:
         except BaseException:
             await self._drop_connection()  # a broken connection is not reused
             raise
-
-
 
 
 def _fail(fut: asyncio.Future[Stored], err: Exception) -> None:

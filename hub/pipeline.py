@@ -8,9 +8,14 @@ rows by the sync rules — all committed together with the raw event's new
 state (transactional outbox). A crash anywhere loses nothing and doubles
 nothing: either all of an event's effects are committed or none are.
 
-A mapping failure quarantines the raw event with its reason. A conflict with
-another hub process (two events creating the same ticket at once) rolls back
-that event's savepoint and leaves it pending for the next batch.
+One event is one unit of failure. Whatever an event makes the mapping, a
+cast or the database raise, that event is quarantined with a reason free of
+PII (its savepoint rolled back) and the rest of the batch goes on. A
+conflict with another hub process (two events creating the same ticket at
+once) leaves it pending for the next batch. A batch that fails as a whole —
+the database refusing something one event asked of it — is retried one
+event at a time, and an event that breaks its transaction alone
+``MAX_FAILED_ATTEMPTS`` times is quarantined: nothing retries forever.
 """
 
 from __future__ import annotations
@@ -191,7 +196,7 @@ class Pipeline:
     def _normalize(self, rt: SourceRuntime | None, row: Any) -> Normalized:
         if rt is None:
             raise Quarantine(f"source {row.source_id!r} is not configured")
-        problem = (row.headers or {}).get(UNREADABLE) if isinstance(row.headers, dict) else None
+        problem = row.headers.get(UNREADABLE) if isinstance(row.headers, dict) else None
         if problem:
             raise Quarantine(str(problem))
         try:

@@ -5,7 +5,7 @@ operator reads and in log lines shipped elsewhere, so they never carry a
 customer's phone, name or address. A name or an address has no shape a
 pattern can find, so the rule is to not repeat values at all:
 
-- :func:`describe` names a value by its shape ("a 12-character string", "an
+- :func:`describe` names a value by its shape ("a string of 12 characters", "an
   object"), quoting it only when it looks like a code (``'teleport'``,
   ``'WAIT_SELLER_AGREE'``, ``'12.345'``): codes are what a mapping author
   needs to see, and no code has a name or a phone number in it.
