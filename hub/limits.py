@@ -32,11 +32,9 @@ def request_cost(body_bytes: int) -> int:
 class ByteBudget:
     limit: int
     in_use: int = 0
-    refused: int = 0
 
     def take(self, n: int) -> bool:
         if self.in_use + n > self.limit and self.in_use > 0:
-            self.refused += 1
             return False
         # One request larger than the whole budget is still let through when
         # nothing else is held: max_body_bytes, not the budget, bounds a body.
