@@ -194,7 +194,7 @@ class Deliverer:
         # Each destination keeps up to ``batch`` claimed rows queued behind its
         # slots, so a freed slot is refilled without a database round trip; it
         # claims again once that queue is half empty (claims of many rows, not of one).
-        want = {d: self._room(a) for d, a in self.destinations.items() if self._room(a)}
+        want = {d: room for d, a in self.destinations.items() if (room := self._room(a))}
         if not want:
             return 0
         loop = asyncio.get_running_loop()
