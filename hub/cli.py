@@ -200,8 +200,8 @@ def mapping_test(
     mappings_dir: Annotated[Path | None, typer.Option(help="mappings folder (default: the config's, else the packaged one)")] = None,
 ) -> None:
     """Normalize a sample event and print the ticket, order, customer and identities."""
+    from hub.inbox import event_document
     from hub.mapping import MappingSet
-    from hub.pipeline import event_document
 
     name, directory = source, mappings_dir
     cfg_path = _config_path(config)

@@ -25,6 +25,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -35,7 +36,10 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hub.errors import PayloadError, StorageUnavailable
+from hub.errors import PayloadError, Quarantine, StorageUnavailable
+from hub.interfaces import InboundEvent
+from hub.mapping import InboundMapping
+from hub.pii import PiiCipher
 from hub.records import utcnow
 from hub.storage import Database, storage_errors_as_unavailable
 from hub.supervisor import wait_at_most
@@ -55,6 +59,32 @@ class Stored:
 
     stored: int
     duplicates: int
+
+
+def event_document(source_id: str, headers: dict[str, str] | None, body: Any) -> dict[str, Any]:
+    """What a mapping reads: the parsed body, the kept headers, the source."""
+    return {"body": body, "headers": headers or {}, "source": {"id": source_id}}
+
+
+def intake(source_id: str, mapping: InboundMapping, cipher: PiiCipher,
+           events: list[InboundEvent]) -> list[NewRawEvent]:
+    """The one way an inbound event becomes a raw event, for webhooks and pollers alike.
+
+    Its dedupe key is what the source's mapping says. An event whose key
+    cannot be found is still kept — under the SHA-256 of its body, so a resend
+    of the same bytes is still a duplicate — and the pipeline quarantines it
+    with the mapping's reason: refusing it would lose it (a poller has no one
+    to refuse it to; a platform told 400 may never send it again). The body
+    carries phones and addresses, so it is sealed before it touches the disk."""
+    out = []
+    for e in events:
+        try:
+            key = mapping.dedupe_key(event_document(source_id, e.headers, e.document))
+        except Quarantine:
+            raw = e.body.encode() if isinstance(e.body, str) else e.body
+            key = "body-sha256:" + hashlib.sha256(raw).hexdigest()
+        out.append(NewRawEvent(source_id, key, cipher.seal_body(e.body), e.headers))
+    return out
 
 
 _Item = tuple[list[NewRawEvent], asyncio.Future[Stored], float]  # events, waiter, deadline (loop time)

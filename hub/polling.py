@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import os
 import socket
 import uuid
@@ -35,19 +34,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.circuit import CircuitBreaker, CircuitState
 from hub.config import PolledSourceConfig
 from hub.errors import (
-    Quarantine,
     SourceAuthError,
     SourceError,
     SourceRejected,
     SourceThrottled,
     SourceTransient,
 )
-from hub.inbox import NewRawEvent, insert_rows, render_rows
+from hub.inbox import NewRawEvent, insert_rows, intake, render_rows
 from hub.interfaces import UNREADABLE, InboundEvent, PollBatch, PollingSource, PollStream
 from hub.mapping import InboundMapping
 from hub.metrics import Metrics
 from hub.pii import PiiCipher
-from hub.pipeline import event_document
 from hub.records import source_cursors, source_state, utcnow
 from hub.redaction import error_summary
 from hub.storage import UNAVAILABLE, Database
@@ -257,16 +254,7 @@ class PollRunner:
     # ------------------------------------------------------------ storage
 
     def _raw(self, batch: PollBatch) -> list[NewRawEvent]:
-        out = []
-        for e in batch.events:
-            try:
-                key = self.mapping.dedupe_key(event_document(self.source_id, e.headers, e.document))
-            except Quarantine:
-                # Keep it anyway: the pipeline will quarantine it with the mapping's reason.
-                raw = e.body.encode() if isinstance(e.body, str) else e.body
-                key = "body-sha256:" + hashlib.sha256(raw).hexdigest()
-            out.append(NewRawEvent(self.source_id, key, self.cipher.seal_body(e.body), e.headers))
-        return out
+        return intake(self.source_id, self.mapping, self.cipher, batch.events)
 
     async def store(self, stream: str, batch: PollBatch) -> int:
         """The batch's events and its cursor, in one transaction, under our lease."""

@@ -93,7 +93,11 @@ class CustomerMerge(SQLModel, table=True):
 
 class Order(SQLModel, table=True):
     __tablename__ = "orders"
-    __table_args__ = (sa.UniqueConstraint("channel", "external_id", name="uq_order_channel_external"),)
+    __table_args__ = (
+        sa.UniqueConstraint("channel", "external_id", name="uq_order_channel_external"),
+        # An order number keyed in by a caller may be any channel's (match: any_channel).
+        sa.Index("ix_orders_external_id", "external_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     channel: str

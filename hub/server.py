@@ -17,13 +17,12 @@ import orjson
 import structlog
 from aiohttp import web
 
-from hub.errors import IngressError, PayloadTooLarge, Quarantine, StorageUnavailable
-from hub.inbox import NewRawEvent
+from hub.errors import IngressError, PayloadTooLarge, StorageUnavailable
+from hub.inbox import intake
 from hub.interfaces import InboundRequest, WebhookSource
 from hub.limits import request_cost
 from hub.mapping import InboundMapping
 from hub.metrics import children
-from hub.pipeline import event_document
 
 if TYPE_CHECKING:
     from hub.daemon import Hub
@@ -141,16 +140,11 @@ def build_app(hub: Hub) -> web.Application:
             events = connector.receive(inbound)
             if not isinstance(events, list):  # a coroutine: it must ask its platform first
                 events = await events
-            # Bodies carry phones and addresses: sealed before they touch the disk.
-            raw = [NewRawEvent(source_id, mapping.dedupe_key(event_document(source_id, e.headers, e.document)),
-                               hub.cipher.seal_body(e.body), e.headers) for e in events]
+            raw = intake(source_id, mapping, hub.cipher, events)
         except IngressError as err:
             counted(source_id, err.code).inc()
             log.info("webhook refused", source=source_id, status=err.status, reason=str(err))
             return _error(err.status, err.code, str(err))
-        except Quarantine as err:
-            counted(source_id, "no_dedupe_key").inc()
-            return _error(400, "bad_payload", str(err))
         # Only the sealed copies wait for the commit: the parsed documents, often
         # several times the body's size, are let go first.
         del events, inbound, body

@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hub.errors import Quarantine
+from hub.inbox import event_document
 from hub.mapping import InboundMapping, MappingSet, default_mappings_dir
 from hub.normalized import Normalized
-from hub.pipeline import event_document, scrub_free_text
+from hub.pipeline import scrub_free_text
 from hub.registry import Registry
 from tests.hostile import hostile_values, paths, replaced
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from hub.errors import MappingError, Quarantine
+from hub.inbox import event_document
 from hub.mapping import MappingSet, default_mappings_dir, load_mapping
-from hub.pipeline import event_document
 
 SAMPLES = sorted(default_mappings_dir().glob("tests/*/*.input.json"))
 

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from connectors.website.simulator import Customer, WebsiteSimulator
 from hub import standard_webhooks
+from hub.apply import Records
 from hub.config import SourceConfig
 from hub.inbox import InboxWriter, NewRawEvent
 from hub.mapping import MappingSet
@@ -155,19 +156,20 @@ async def test_an_exception_nobody_foresaw_quarantines_that_event_only(bare: Bar
     assert NAME not in reason and PHONE not in reason
 
 
-async def test_an_event_that_breaks_its_transaction_is_found_and_quarantined(bare: Bare) -> None:
+async def test_an_event_that_breaks_its_transaction_is_found_and_quarantined(
+        bare: Bare, monkeypatch: pytest.MonkeyPatch) -> None:
     """A storage error that only one event causes (here injected into the stage that
     applies events) fails the whole batch; the pipeline then takes that batch's events
     one at a time, so the others go through and that one is quarantined after a few
     tries instead of holding every later event back forever."""
-    real = bare.pipeline._apply
+    real = Records.apply
 
-    def apply(conn: Any, rt: Any, raw_id: int, n: Any, now: Any) -> int:
-        if n.ticket["external_id"] == "poison":
+    def apply(records: Records, ev: Any, now: Any) -> int:
+        if ev.n.ticket["external_id"] == "poison":
             raise sqlite3.OperationalError("string or blob too big")
-        return real(conn, rt, raw_id, n, now)
+        return real(records, ev, now)
 
-    bare.pipeline._apply = apply  # type: ignore[method-assign]
+    monkeypatch.setattr(Records, "apply", apply)
     poison = orjson.dumps(bare.site.request(request_id="poison"))
     keys = await bare.store([orjson.dumps(bare.site.request()) for _ in range(3)] + [poison]
                             + [orjson.dumps(bare.site.request()) for _ in range(3)])
@@ -181,7 +183,7 @@ async def test_an_event_that_breaks_its_transaction_is_found_and_quarantined(bar
             break
     states = await bare.states()
     assert [states[k][0] for k in keys] == ["done"] * 3 + ["quarantined"] + ["done"] * 3
-    assert (states[keys[3]][1] or "").startswith("failed 3 times alone: OperationalError in hub/pipeline.py:")
+    assert (states[keys[3]][1] or "").startswith("failed 3 times alone: OperationalError in ")
     # Back to whole batches once the poison is out.
     assert bare.pipeline._alone == 0
 
