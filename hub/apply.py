@@ -32,13 +32,14 @@ pipeline one event at a time, against what the other committed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from hub.bulk import insert_many, update_many
 from hub.config import SyncRule
 from hub.errors import Quarantine
 from hub.lifecycle import OPEN_STATUSES, Outcome, decide
@@ -70,6 +71,9 @@ CUSTOMER_WRITES = ("display_name", "phone_enc", "phone_index", "address_enc", "e
 ORDER_WRITES = ("status", "paid_amount", "items", "customer_id", "placed_at", "is_stub", "updated_at")
 
 
+_MISSING = object()
+
+
 class Row:
     """A record in memory: its columns as attributes (what the views read) and by name."""
 
@@ -86,11 +90,19 @@ class Row:
         self.__dict__[name] = value
 
     def columns(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """The row's columns (its own dict: read it, do not keep it)."""
+        return self.__dict__
+
+
+_EMPTY: dict[str, dict[str, None]] = {}
 
 
 def _blank(table: sa.Table, **values: Any) -> Row:
-    row = Row((k, None) for k in table.c.keys())
+    """A new row: every column of ``table``, None unless given."""
+    empty = _EMPTY.get(table.name)
+    if empty is None:
+        empty = _EMPTY[table.name] = dict.fromkeys(table.c.keys())
+    row = Row(empty)
     row.__dict__.update(values)
     return row
 
@@ -189,7 +201,8 @@ class Records:
         self.merges: list[dict[str, Any]] = []
         self.moves: list[tuple[int, int]] = []                 # (loser, winner): rows not in memory follow
         self.pushes: list[dict[str, Any]] = []
-        self._undo: list[Callable[[], None]] = []
+        # (container, key, old value or _MISSING): how to put back what an event changed.
+        self._undo: list[tuple[Any, Any, Any]] = []
 
     # ------------------------------------------------------------ undo journal
 
@@ -199,20 +212,21 @@ class Records:
     def undo(self, mark: tuple[int, ...]) -> None:
         journal, timeline, merges, moves, pushes = mark
         while len(self._undo) > journal:
-            self._undo.pop()()
+            container, key, old = self._undo.pop()
+            if isinstance(container, Row):
+                container[key] = old
+            elif old is _MISSING:
+                container.pop(key, None)
+            else:
+                container[key] = old
         del self.timeline[timeline:], self.merges[merges:], self.moves[moves:], self.pushes[pushes:]
 
     def _put(self, d: dict[Any, Any], key: Any, value: Any) -> None:
-        if key in d:
-            old = d[key]
-            self._undo.append(lambda: d.__setitem__(key, old))
-        else:
-            self._undo.append(lambda: d.pop(key, None))
+        self._undo.append((d, key, d.get(key, _MISSING)))
         d[key] = value
 
     def _assign(self, row: Row, key: str, value: Any) -> None:
-        old = row[key]
-        self._undo.append(lambda: row.__setitem__(key, old))
+        self._undo.append((row, key, row[key]))
         row[key] = value
 
     def _set(self, table: sa.Table, row: Row, key: str, value: Any) -> bool:
@@ -614,33 +628,13 @@ class Records:
         """Everything the batch changed: inserts in dependency order, then updates, then moves."""
         c = self.conn
         for table in (customers, identities, orders, tickets):
-            rows = list(self.new[table.name].values())
-            if rows:
-                c.execute(sa.insert(table), [r.columns() for r in rows])
+            insert_many(c, table, [r.columns() for r in self.new[table.name].values()])
         for table, columns in ((customers, CUSTOMER_WRITES), (orders, ORDER_WRITES), (tickets, TICKET_WRITES)):
-            rows = list(self.dirty[table.name].values())
-            if rows:
-                c.execute(_update_statement(table, columns),
-                          [{"_id": r["id"], **{k: r[k] for k in columns}} for r in rows])
+            update_many(c, table, columns, [r.columns() for r in self.dirty[table.name].values()])
         for loser, winner in self.moves:
             # Rows of the loser this batch did not load follow it too.
             for table in (identities, orders, tickets):
                 c.execute(sa.update(table).where(table.c.customer_id == loser).values(customer_id=winner))
-        if self.timeline:
-            c.execute(sa.insert(ticket_events), self.timeline)
-        if self.merges:
-            c.execute(sa.insert(customer_merges), self.merges)
-        if self.pushes:
-            c.execute(sa.insert(outbox), self.pushes)
-
-
-_UPDATES: dict[str, Any] = {}
-
-
-def _update_statement(table: sa.Table, columns: tuple[str, ...]) -> Any:
-    """UPDATE table SET <columns> WHERE id = :_id, built once (building costs more than running)."""
-    stmt = _UPDATES.get(table.name)
-    if stmt is None:
-        stmt = _UPDATES[table.name] = (sa.update(table).where(table.c.id == sa.bindparam("_id"))
-                                       .values({k: sa.bindparam(k) for k in columns}))
-    return stmt
+        insert_many(c, ticket_events, self.timeline)
+        insert_many(c, customer_merges, self.merges)
+        insert_many(c, outbox, self.pushes)

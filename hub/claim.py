@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from hub.bulk import update_many
 from hub.records import raw_events
 from hub.redaction import scrub_error_text
 from hub.storage import Database
@@ -54,12 +55,6 @@ _PENDING = (sa.select(raw_events.c.id, raw_events.c.source_id, raw_events.c.dedu
                       raw_events.c.headers, raw_events.c.body, raw_events.c.attempts)
             .where(raw_events.c.state == "pending").order_by(raw_events.c.id)
             .limit(sa.bindparam("size")))
-_SETTLE = (sa.update(raw_events).where(raw_events.c.id == sa.bindparam("row_id"))
-           .values(state=sa.bindparam("state"), reason=sa.bindparam("reason"),
-                   mapping_version=sa.bindparam("mapping_version"), ticket_id=sa.bindparam("ticket_id"),
-                   processed_at=sa.bindparam("processed_at")))
-_RETRY = (sa.update(raw_events).where(raw_events.c.id == sa.bindparam("row_id"))
-          .values(attempts=sa.bindparam("attempts")))
 _ANY_PENDING = sa.select(raw_events.c.id).where(raw_events.c.state == "pending").limit(1)
 
 
@@ -73,16 +68,16 @@ def reason_text(reason: str | None) -> str | None:
     return scrub_error_text(reason)[:MAX_REASON] if reason is not None else None
 
 
+_SETTLED = ("state", "reason", "mapping_version", "ticket_id", "processed_at")
+
+
 def settle(conn: sa.Connection, settlements: list[Settlement], now: datetime) -> None:
     """Write every outcome: one executemany for the settled, one for the retries."""
-    done = [{"row_id": s.raw_id, "state": s.state, "reason": reason_text(s.reason),
-             "mapping_version": s.mapping, "ticket_id": s.ticket_id, "processed_at": now}
-            for s in settlements if s.state != "pending"]
-    retries = [{"row_id": s.raw_id, "attempts": s.attempts} for s in settlements if s.state == "pending"]
-    if done:
-        conn.execute(_SETTLE, done)
-    if retries:
-        conn.execute(_RETRY, retries)
+    update_many(conn, raw_events, _SETTLED, [
+        {"id": s.raw_id, "state": s.state, "reason": reason_text(s.reason), "mapping_version": s.mapping,
+         "ticket_id": s.ticket_id, "processed_at": now} for s in settlements if s.state != "pending"])
+    update_many(conn, raw_events, ("attempts",), [
+        {"id": s.raw_id, "attempts": s.attempts} for s in settlements if s.state == "pending"])
 
 
 def count_failure(conn: sa.Connection, raw_id: int) -> int | None:

@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub.bulk import sqlite_time
 from hub.errors import PayloadError, Quarantine, StorageUnavailable
 from hub.interfaces import InboundEvent
 from hub.mapping import InboundMapping
@@ -254,7 +255,7 @@ def render_rows(db: Database, events: list[NewRawEvent], now: datetime) -> list[
     """Rows as the driver takes them: timestamp and JSON already rendered, so the
     hot path skips per-row type processing (DESIGN §3)."""
     # What records.UTCDateTime + the dialect would bind: naive UTC text on SQLite.
-    received_at: Any = now.replace(tzinfo=None).isoformat(sep=" ") if db.is_sqlite else now
+    received_at: Any = sqlite_time(now) if db.is_sqlite else now
     return [(e.source_id, e.dedupe_key, received_at, orjson.dumps(e.headers).decode(), e.body)
             for e in events]
 

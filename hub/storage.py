@@ -195,6 +195,7 @@ def _configure_sqlite(dbapi_conn: Any, synchronous: str, busy_ms: int) -> None:
     cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
     cur.execute(f"PRAGMA busy_timeout={busy_ms}")
     cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA cache_size=-65536")
     cur.close()
 
 
