@@ -10,6 +10,7 @@ processes share the database.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -44,7 +45,7 @@ class Database:
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._write_lock = WriteLock() if self.is_sqlite else None
         self._sync_engine: sa.Engine | None = None
         self._sync_thread: ThreadPoolExecutor | None = None
         self._raw: sqlite3.Connection | None = None  # the inbox's, used only in the sqlite thread
@@ -64,9 +65,10 @@ class Database:
     def dialect(self) -> str:
         return "sqlite" if self.is_sqlite else "postgresql"
 
-    def write_lock(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        """Held around every write transaction on SQLite (one writer per file)."""
-        return self._write_lock or contextlib.nullcontext()
+    def write_lock(self, *, urgent: bool = False) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Held around every write transaction on SQLite (one writer per file);
+        ``urgent`` (the inbox) goes before every other waiter."""
+        return self._write_lock.hold(urgent) if self._write_lock else contextlib.nullcontext()
 
     async def writer_connection(self) -> AsyncConnection:
         """A connection kept open by a hot writer (the PostgreSQL inbox) across transactions."""
@@ -125,11 +127,11 @@ class Database:
                 raise
             return result
 
-        return await self._in_sqlite_thread(run)
+        return await self._in_sqlite_thread(run, urgent=True)
 
-    async def _in_sqlite_thread(self, run: Callable[[], T]) -> T:
+    async def _in_sqlite_thread(self, run: Callable[[], T], *, urgent: bool = False) -> T:
         assert self._sync_thread is not None
-        async with self.write_lock():
+        async with self.write_lock(urgent=urgent):
             return await asyncio.get_running_loop().run_in_executor(self._sync_thread, run)
 
     @contextlib.asynccontextmanager
@@ -174,6 +176,48 @@ class Database:
             await asyncio.get_running_loop().run_in_executor(self._sync_thread, close_all)
             self._sync_thread.shutdown(wait=True)
             self._sync_engine = self._sync_thread = None
+
+
+class WriteLock:
+    """One SQLite writer at a time, first come first served — except that an
+    urgent waiter (the inbox, whose commit a webhook request is waiting for)
+    goes before every other. So a request waits for at most the one
+    transaction already running, never for a queue of pipeline batches."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._urgent: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._others: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, urgent: bool = False) -> AsyncIterator[None]:
+        await self._acquire(urgent)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, urgent: bool) -> None:
+        if not self._held and not self._urgent and not self._others:
+            self._held = True
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._others).append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._release()  # handed the lock as it was cancelled: pass it on
+            raise
+
+    def _release(self) -> None:
+        for queue in (self._urgent, self._others):
+            while queue:
+                fut = queue.popleft()
+                if not fut.done():
+                    fut.set_result(None)  # the lock passes to it, still held
+                    return
+        self._held = False
 
 
 def _install_sqlite_hooks(sync_engine: sa.Engine, synchronous: str, busy_ms: int) -> None:
