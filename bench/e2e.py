@@ -136,6 +136,7 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
             "destinations": [{"id": "erp", "kind": "webhook", "url": f"http://127.0.0.1:{recv_port}/hook",
                               "secret": push_secret}],
             "sync": [{"on": ["ticket.created"], "to": "erp"}],
+            **({"supervisor": {"processes": args.processes}} if args.processes else {}),
         }))
         log = (run_dir / "hub.log").open("wb")
         hub = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(config)], stdout=log,
@@ -170,6 +171,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rate", type=float, default=None, help="sustained offered rate, requests/s")
     ap.add_argument("--hang-fraction", type=float, default=0.01)
+    ap.add_argument("--processes", type=int, default=None,
+                    help="supervisor.processes (default: the shipped auto)")
     storage_arguments(ap)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hub-bench-e2e-"))

@@ -19,8 +19,12 @@ and more row ids when the batch needs more than it reserved.
 One event is one unit of failure: every change an event makes in memory is
 journalled, and an event that raises (a quarantine, or a bug) is undone to
 where it began while the others keep theirs. New rows get their ids up front
-(:class:`Ids`) so the timeline, the pushes and their idempotency keys can name
-them before anything is written.
+(:class:`Ids`) so the timeline and the pushes can name them before anything
+is written.
+
+On SQLite a batch is *planned* (claimed, loaded, applied, rendered) on a read
+snapshot, outside the write lock, and only its writes take the lock: intake's
+commits wait for a few milliseconds of inserts, never for a batch's Python.
 
 On PostgreSQL the rows a batch will change are loaded ``FOR UPDATE`` (tickets
 and customers, in id order): a second hub process touching the same ticket
@@ -129,10 +133,13 @@ class Merge:
 class Ids:
     """Ids for new rows, known before they are written.
 
-    SQLite: the write transaction holds the only write lock, so the next ids
-    are the largest plus one. PostgreSQL: drawn from each table's sequence,
-    reserved in one query per table for what the batch can at most create
-    (gaps are harmless; other processes draw from the same sequences)."""
+    SQLite: one pipeline inserts into these tables (processing is one
+    process, :mod:`hub.processes`), so the next ids are the largest plus one,
+    read as the batch is planned; should anything else have inserted one
+    meanwhile, the write fails on the primary key and the batch is retried.
+    PostgreSQL: drawn from each table's sequence, reserved in one query per
+    table for what the batch can at most create (gaps are harmless; other
+    processes draw from the same sequences)."""
 
     def __init__(self, conn: sa.Connection, is_sqlite: bool):
         self.conn = conn
@@ -286,13 +293,11 @@ class Records:
                 self._load_tickets(sa.and_(tickets.c.customer_id.in_(sorted(roots)),
                                            tickets.c.status.in_(sorted(OPEN_STATUSES))), None)
         self._load_orders(events)
-        # At most one customer, order and ticket per event; a timeline entry or two.
-        n = len(events)
+        # At most one customer, order and ticket per event.
         self.ids.reserve(customers, sum(1 for ev in events if ev.pairs and not any(p in self.owner for p in ev.pairs)))
         self.ids.reserve(identities, len([p for p in pairs if p not in self.owner]))
         self.ids.reserve(orders, sum(1 for ev in events if ev.n.order is not None))
         self.ids.reserve(tickets, len([k for k in keys if k not in self.ticket_key]))
-        self.ids.reserve(ticket_events, 2 * n)
 
     def _load_tickets(self, where: Any, keys: set[tuple[str, str]] | None) -> None:
         """Tickets matching ``where``; with ``keys``, only those keys and the followed events' tickets."""
@@ -453,12 +458,12 @@ class Records:
             detail["detail"] = turn["detail"]
         self._timeline(ticket.id, str(turn["kind"]), raw_id, now, detail=detail)
 
-    def _timeline(self, ticket_id: int, kind: str, raw_id: int | None, now: datetime, *,
-                  from_status: str | None = None, to_status: str | None = None, detail: Any = None) -> int:
-        tl = self.ids.take(ticket_events)
-        self.timeline.append({"id": tl, "ticket_id": ticket_id, "kind": kind, "from_status": from_status,
+    def _timeline(self, ticket_id: int, kind: str, raw_id: int, now: datetime, *,
+                  from_status: str | None = None, to_status: str | None = None, detail: Any = None) -> str:
+        """A timeline entry; returns the key of the change it records (see :class:`hub.sync.Change`)."""
+        self.timeline.append({"ticket_id": ticket_id, "kind": kind, "from_status": from_status,
                               "to_status": to_status, "detail": detail, "raw_event_id": raw_id, "at": now})
-        return tl
+        return f"{raw_id}.{kind}"
 
     def _render(self, ticket: Row, changes: list[Change], now: datetime) -> None:
         if not changes:
@@ -624,9 +629,10 @@ class Records:
 
     # ------------------------------------------------------------ write
 
-    def write(self) -> None:
-        """Everything the batch changed: inserts in dependency order, then updates, then moves."""
-        c = self.conn
+    def write(self, c: sa.Connection) -> None:
+        """Everything the batch changed, on ``c`` (the write transaction; on SQLite
+        not the connection it was loaded on): inserts in dependency order, then
+        updates, then moves."""
         for table in (customers, identities, orders, tickets):
             insert_many(c, table, [r.columns() for r in self.new[table.name].values()])
         for table, columns in ((customers, CUSTOMER_WRITES), (orders, ORDER_WRITES), (tickets, TICKET_WRITES)):

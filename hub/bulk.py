@@ -75,16 +75,25 @@ def insert_many(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
 
 
 def update_many(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...],
-                rows: Sequence[dict[str, Any]]) -> None:
-    """UPDATE ``columns`` of every row, found by its ``id``."""
+                rows: Sequence[dict[str, Any]], *, only_if: tuple[str, Any] | None = None) -> int | None:
+    """UPDATE ``columns`` of every row, found by its ``id`` (and, with ``only_if``,
+    only while that column holds that value). How many rows changed, where the
+    driver says (SQLite does; asyncpg's executemany does not)."""
     if not rows:
-        return
+        return 0
     if conn.dialect.name != "sqlite":
-        conn.execute(_update_statement(table, columns), [{"_id": r["id"], **{k: r[k] for k in columns}}
-                                                         for r in rows])
-        return
+        stmt = _update_statement(table, columns)
+        if only_if is not None:
+            stmt = stmt.where(table.c[only_if[0]] == only_if[1])
+        conn.execute(stmt, [{"_id": r["id"], **{k: r[k] for k in columns}} for r in rows])
+        return None
     render = _renderer(table, (*columns, "id"))
-    conn.exec_driver_sql(_update_sql(table.name, columns), [render(row) for row in rows])
+    if only_if is None:
+        params = [render(row) for row in rows]
+    else:
+        params = [(*render(row), only_if[1]) for row in rows]
+    sql = _update_sql(table.name, columns) + (f" AND {only_if[0]} = ?" if only_if else "")
+    return int(conn.exec_driver_sql(sql, params).rowcount)
 
 
 @functools.cache

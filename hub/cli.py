@@ -105,16 +105,37 @@ def bounds(cfg: HubConfig) -> list[tuple[str, str, bool]]:
 
 
 @app.command()
-def run(config: ConfigPath = None) -> None:
-    """Run the daemon until SIGTERM/SIGINT (then drain and exit 0)."""
+def run(
+    config: ConfigPath = None,
+    role: Annotated[str | None, typer.Option(
+        help="run only these roles (intake,processing,delivery) in this one process; "
+             "what `hub run` gives the processes it starts")] = None,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT (then drain and exit 0), on as many
+    processes as supervisor.processes says."""
     from hub import logs
     from hub.daemon import Hub, run_until_signalled
+    from hub.processes import ALL, CONFIG_ERROR, Parent, parse_roles, plan
 
     cfg, registry = _load(config)
     logs.configure(cfg.logging.level, cfg.logging.format, repeat_limit=cfg.logging.repeat_limit,
                    repeat_window=cfg.logging.repeat_window)
+    if role is not None:
+        try:
+            roles = parse_roles(role)
+        except ValueError as err:
+            console.print(f"[red]--role:[/] {err}")
+            raise typer.Exit(CONFIG_ERROR) from None
+    else:
+        processes = plan(cfg)
+        if len(processes) > 1:
+            sys.exit(asyncio.run(Parent(_config_path(config), processes,
+                                        max_backoff=cfg.supervisor.max_backoff).run()))
+        roles = ALL
+    hub = Hub(cfg, registry, roles)
+    hub.shares_port = role is not None and "intake" in roles and not cfg.storage.url.startswith("sqlite")
     try:
-        asyncio.run(run_until_signalled(Hub(cfg, registry)))
+        asyncio.run(run_until_signalled(hub))
     except (ConfigError, MappingError) as err:
         _print_problems("cannot start", err)
         raise typer.Exit(2) from None

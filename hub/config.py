@@ -297,6 +297,9 @@ class PipelineConfig(Strict):
     enabled: bool = True
     batch: int = Field(default=100, gt=0)
     tick: Duration = 1.0
+    # A pipeline in a process without intake of its own (SQLite's second
+    # process) is not woken by requests: it looks for new events this often.
+    poll: Duration = Field(default=0.05, gt=0)
 
 
 def record_margin(lease: float) -> float:
@@ -322,6 +325,17 @@ class SupervisorConfig(Strict):
 
     stall_after: Duration = Field(default=60.0, gt=0)
     max_backoff: Duration = Field(default=30.0, gt=0)
+    # How many hub processes `hub run` starts: "auto" is one per core on
+    # PostgreSQL; SQLite takes at most two (intake | processing + delivery),
+    # one writer per file. 1 runs everything in one process.
+    processes: int | Literal["auto"] = "auto"
+
+    @field_validator("processes")
+    @classmethod
+    def _at_least_one(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1 (or auto)")
+        return v
 
 
 class LoggingConfig(Strict):

@@ -35,6 +35,7 @@ from hub.metrics import Metrics, children
 from hub.pii import PiiCipher
 from hub.pipeline import DestinationRuntime, Pipeline, SourceRuntime
 from hub.polling import PollRunner, process_owner
+from hub.processes import ALL, describe
 from hub.records import outbox, raw_events
 from hub.registry import Registry
 from hub.retry import RetryPolicy
@@ -73,9 +74,12 @@ def compile_mappings(cfg: HubConfig, registry: Registry) -> tuple[MappingSet, li
 
 
 class Hub:
-    def __init__(self, config: HubConfig, registry: Registry):
+    """One hub process: all of it, or some of its roles (see :mod:`hub.processes`)."""
+
+    def __init__(self, config: HubConfig, registry: Registry, roles: frozenset[str] = ALL):
         self.config = config
         self.registry = registry
+        self.roles = roles
         self.metrics = Metrics()
         self._deliveries = children(self.metrics.deliveries)
         self._delivery_seconds = children(self.metrics.delivery_seconds)
@@ -172,39 +176,52 @@ class Hub:
         self._build()
         if self.config.storage.auto_migrate:
             await self.db.migrate()
-        if self.db.is_sqlite:
-            await self.deliverer.release_claims()
-        await self.deliverer.start()
+        roles = self.roles
         sup = self.supervisor
-        sup.spawn("inbox-writer", lambda w: self.inbox.run(w.beat, sup.beat_every))
         deliverer = self.deliverer
-        sup.spawn("delivery", lambda w: self._loop(w, lambda: deliverer.claim_once(), deliverer.wake))
-        sup.spawn("delivery-recorder", lambda w: self._loop(w, lambda: deliverer.record_once(),
-                                                            deliverer.completed))
-        if self.config.pipeline.enabled:
-            sup.spawn("pipeline", lambda w: self._loop(w, lambda: self.pipeline.run_once(),
-                                                       self._wake_pipeline, after=deliverer.wake.set))
-        for runner in self.pollers.values():
-            for name, work in runner.workers():
-                sup.spawn(name, work)
+        if "delivery" in roles:
+            if self.db.is_sqlite:
+                await deliverer.release_claims()  # the only delivering process on this file
+            await deliverer.start()
+            # Without processing here no batch wakes delivery: it looks for new pushes itself.
+            poll = None if "processing" in roles else self.config.pipeline.poll
+            sup.spawn("delivery", lambda w: self._loop(w, lambda: deliverer.claim_once(), deliverer.wake,
+                                                       idle=poll))
+            sup.spawn("delivery-recorder", lambda w: self._loop(w, lambda: deliverer.record_once(),
+                                                                deliverer.completed))
+        if "intake" in roles:
+            sup.spawn("inbox-writer", lambda w: self.inbox.run(w.beat, sup.beat_every))
+        if "processing" in roles and self.config.pipeline.enabled:
+            # Without intake here no request wakes the pipeline: it looks for work itself.
+            idle = None if "intake" in roles else self.config.pipeline.poll
+            step = (lambda: self.pipeline.run_once()) if idle is None else self._pipeline_step
+            sup.spawn("pipeline", lambda w: self._loop(w, step, self._wake_pipeline, after=deliverer.wake.set,
+                                                       idle=idle))
+        if "intake" in roles:
+            for runner in self.pollers.values():
+                for name, work in runner.workers():
+                    sup.spawn(name, work)
         self._gauges_beat = sup.watch("gauges")
         # Jobs are coroutines so they run on the event loop: APScheduler runs
         # plain functions in a thread, where neither asyncio.Event.set() is safe
         # nor a watchdog ping proves anything about the loop.
-        self.scheduler.add_job(self._tick, "interval", args=[self._wake_pipeline],
-                               seconds=self.config.pipeline.tick, id="pipeline-tick", coalesce=True,
-                               max_instances=1)
-        self.scheduler.add_job(self._tick, "interval", args=[self.deliverer.wake],
-                               seconds=self.config.delivery.tick, id="delivery-tick", coalesce=True,
-                               max_instances=1)
-        self.scheduler.add_job(self.refresh_gauges, "interval", seconds=sup.beat_every, id="gauges",
-                               coalesce=True, max_instances=1)
+        if "processing" in roles:
+            self.scheduler.add_job(self._tick, "interval", args=[self._wake_pipeline],
+                                   seconds=self.config.pipeline.tick, id="pipeline-tick", coalesce=True,
+                                   max_instances=1)
+        if "delivery" in roles:
+            self.scheduler.add_job(self._tick, "interval", args=[self.deliverer.wake],
+                                   seconds=self.config.delivery.tick, id="delivery-tick", coalesce=True,
+                                   max_instances=1)
+        if "intake" in roles:
+            self.scheduler.add_job(self.refresh_gauges, "interval", seconds=sup.beat_every, id="gauges",
+                                   coalesce=True, max_instances=1)
         interval = systemd.watchdog_interval()
         if interval:
             self.scheduler.add_job(self.watchdog, "interval", seconds=interval, id="watchdog",
                                    coalesce=True, max_instances=1)
         self.scheduler.start()
-        if serve:
+        if serve and "intake" in roles:
             srv = self.config.server
             _allow_open_files(srv.max_connections + 256)
             # aiohttp's keep-alive timer runs from the moment a connection opens:
@@ -218,9 +235,11 @@ class Hub:
             # request). Done before listening: the full collection holds the loop.
             gc.collect()
             gc.freeze()
-            self._listener = await listen(self._runner.server, srv.host, srv.port, self.connections)
+            # Several processes holding intake (PostgreSQL) share the port; the kernel spreads connections.
+            self._listener = await listen(self._runner.server, srv.host, srv.port, self.connections,
+                                          reuse_port=self.shares_port)
             self.port = self._listener.sockets[0].getsockname()[1]
-        log.info("hub started", listen=f"{self.config.server.host}:{self.port}",
+        log.info("hub started", roles=describe(roles), listen=f"{self.config.server.host}:{self.port}",
                  sources=sorted(self.pipeline.sources), polling=sorted(self.pollers), destinations=sorted(self.deliverer.destinations),
                  storage=self.db.dialect)
 
@@ -263,12 +282,21 @@ class Hub:
             await self.db.close()
         log.info("hub stopped")
 
+    shares_port = False  # set by `hub run` when several processes serve intake
+
     @staticmethod
     async def _tick(wake: asyncio.Event) -> None:
         wake.set()
 
+    async def _pipeline_step(self) -> int:
+        """A batch, when a read shows there is one: an empty claim would take the
+        SQLite write lock from intake's process for nothing."""
+        if not await self.pipeline.has_pending():
+            return 0
+        return await self.pipeline.run_once()
+
     async def _loop(self, worker: Worker, step: Callable[[], Awaitable[int]], wake: asyncio.Event,
-                    after: Callable[[], None] | None = None) -> None:
+                    after: Callable[[], None] | None = None, idle: float | None = None) -> None:
         """Run ``step`` until it finds nothing, then sleep until woken (or a few seconds).
 
         An error ends the loop: the supervisor logs it and starts it again after a
@@ -281,7 +309,7 @@ class Hub:
                 if after is not None:
                     after()
                 continue
-            await wait_at_most(wake, self.supervisor.beat_every)
+            await wait_at_most(wake, idle or self.supervisor.beat_every)
             worker.beat()
 
     async def watchdog(self) -> None:

@@ -88,9 +88,10 @@ class _Counted(asyncio.Protocol):
 
 
 async def listen(make_handler: Callable[[], Any], host: str, port: int, limit: ConnectionLimit,
-                 *, backlog: int = 1024) -> asyncio.Server:
+                 *, backlog: int = 1024, reuse_port: bool = False) -> asyncio.Server:
     """Listen on ``host:port``; each connection is served by ``make_handler()``
     (aiohttp's ``runner.server``) while fewer than ``limit.limit`` are open."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: _Counted(make_handler, limit), host, port,
-                                    backlog=backlog, reuse_address=True, family=socket.AF_UNSPEC)
+                                    backlog=backlog, reuse_address=True, reuse_port=reuse_port or None,
+                                    family=socket.AF_UNSPEC)

@@ -4,8 +4,8 @@ Each change of a ticket goes, by the sync rules, to some destinations; each
 destination's outbound mapping renders the ticket as it stands right after
 that change (its order, its customer — masked unless the destination has
 ``pii: true``). The row's idempotency key is made of the destination, the
-ticket and the timeline entry that records the change, so a change is pushed
-once per destination however often anything is retried.
+ticket and the change's key (the raw event that made it and its kind), so a
+change is pushed once per destination however often anything is retried.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def outbox_rows(rules: list[SyncRule], destinations: dict[str, DestinationRuntim
             rows.append({
                 "destination_id": dest_id, "ticket_id": ticket.id,
                 "ordering_key": f"{dest_id}:{ticket.id}", "event_type": change.type,
-                "idempotency_key": f"msg_{dest_id}_{ticket.id}_{change.timeline_id}",
+                "idempotency_key": f"msg_{dest_id}_{ticket.id}_{change.key}",
                 "payload": orjson.dumps(dest.mapping.render(ctx)).decode(),
                 "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
             })

@@ -26,6 +26,8 @@ retried one event at a time, and an event that breaks its transaction alone
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -74,6 +76,16 @@ def parse_body(text: str) -> Any:
         raise Quarantine(f"body is not JSON: {err}") from None
 
 
+@dataclass(slots=True)
+class Plan:
+    """A batch decided: its records' changes and every event's outcome, not yet written."""
+
+    records: Records | None
+    settled: list[Settlement]
+    results: list[tuple[str, str]]  # (source, done | ignored | quarantined), for the metrics
+    now: datetime
+
+
 class Pipeline:
     def __init__(self, db: Database, cipher: PiiCipher, sources: dict[str, SourceRuntime],
                  destinations: dict[str, DestinationRuntime], rules: list[SyncRule], *,
@@ -96,7 +108,15 @@ class Pipeline:
         size = 1 if self._alone else self.batch
         self._claimed = []
         try:
-            results: list[tuple[str, str]] = await self.db.run_write(lambda c: self._batch(c, size))
+            if self.db.is_sqlite:
+                # Planned on a snapshot, written under the lock: see hub.apply.
+                plan = await self.db.run_read_sync(lambda c: self._plan(c, size))
+                results = await self.db.run_write(lambda c: self._write(c, plan))
+            else:
+                results = await self.db.run_write(lambda c: self._write(c, self._plan(c, size)))
+        except claims.ClaimLost as err:
+            log.warning("pipeline batch dropped: its events were settled meanwhile", error=str(err))
+            return 0
         except Exception as err:
             if not self._claimed:
                 raise
@@ -114,6 +134,11 @@ class Pipeline:
         for source_id, result in results:
             self._count(source_id, result)
         return len(results)
+
+    async def has_pending(self) -> bool:
+        """Whether any raw event waits (a read: no write lock)."""
+        async with self.db.read() as conn:
+            return await conn.run_sync(claims.any_pending)
 
     async def _count_failure(self, raw_id: int, err: BaseException) -> bool:
         """One more failed attempt of an event processed alone; quarantined at the
@@ -137,8 +162,8 @@ class Pipeline:
             self._alone = max(0, self._alone - 1)
         return True
 
-    def _batch(self, conn: sa.Connection, size: int) -> list[tuple[str, str]]:
-        """One batch, synchronously inside one transaction (a worker thread on SQLite)."""
+    def _plan(self, conn: sa.Connection, size: int) -> Plan:
+        """Claim a batch and decide all of it in memory (synchronous: a worker thread on SQLite)."""
         now = utcnow()
         rows = claims.claim(conn, self.db, size)
         self._claimed = [row.id for row in rows]
@@ -164,16 +189,22 @@ class Pipeline:
                 results.append((row.source_id, "ignored"))
                 continue
             events.append(Event(row.id, row.dedupe_key, rt, normalized))
+        records = None
         if events:
             records = Records(conn, self.db, self.cipher, self.rules, self.destinations)
             records.load(events)
             for ev in events:
                 settled.append(self._apply(records, ev, now))
                 results.append((ev.source.config.id, "done" if settled[-1].state == "done" else "quarantined"))
-            records.write()
-        claims.settle(conn, settled, now)
+        return Plan(records, settled, results, now)
+
+    def _write(self, conn: sa.Connection, plan: Plan) -> list[tuple[str, str]]:
+        """What the batch did, and every event's outcome, in the one write transaction."""
+        if plan.records is not None:
+            plan.records.write(conn)
+        claims.settle(conn, plan.settled, plan.now)
         self._claimed = []
-        return results
+        return plan.results
 
     def _normalize(self, rt: SourceRuntime | None, row: Claimed) -> Normalized:
         if rt is None:

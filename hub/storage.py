@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +49,7 @@ class Database:
         self._write_lock = WriteLock() if self.is_sqlite else None
         self._sync_engine: sa.Engine | None = None
         self._sync_thread: ThreadPoolExecutor | None = None
+        self._read_thread: ThreadPoolExecutor | None = None
         self._raw: sqlite3.Connection | None = None  # the inbox's, used only in the sqlite thread
         self._pragmas = (sqlite_synchronous, int(busy_timeout * 1000))
         if self.is_sqlite:
@@ -57,9 +59,13 @@ class Database:
             # statement, which costs more than the statement itself (DESIGN §3).
             self._sync_engine = sa.create_engine(
                 sa.engine.make_url(url).set(drivername="sqlite"), echo=echo,
-                connect_args={"timeout": busy_timeout}, poolclass=sa.pool.SingletonThreadPool)
+                connect_args={"timeout": busy_timeout, "check_same_thread": False},
+                poolclass=sa.pool.SingletonThreadPool)
             _install_sqlite_hooks(self._sync_engine, sqlite_synchronous, int(busy_timeout * 1000))
             self._sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-sqlite")
+            # Long reads (the pipeline planning a batch) run on a thread of their own,
+            # with a connection of their own: the writers' thread stays free for commits.
+            self._read_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-sqlite-read")
 
     @property
     def dialect(self) -> str:
@@ -100,6 +106,18 @@ class Database:
         async with self.engine.connect() as aconn, aconn.begin():
             return await aconn.run_sync(work)
 
+    async def run_read_sync(self, work: Callable[[sa.Connection], T]) -> T:
+        """SQLite only: ``work(conn)`` in one read transaction (a snapshot; no write
+        lock, so intake and the other writers go on), on the reading thread."""
+        assert self._sync_engine is not None and self._read_thread is not None, "run_read_sync is for SQLite"
+        engine = self._sync_engine
+
+        def run() -> T:
+            with engine.connect() as conn, conn.begin():
+                return work(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._read_thread, run)
+
     async def run_sqlite_write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """SQLite only: ``work(conn)`` on a plain sqlite3 connection as one write
         transaction, in the sqlite thread. For the hottest writer (the inbox):
@@ -114,7 +132,7 @@ class Database:
                 _configure_sqlite(conn, *self._pragmas)
                 self._raw = conn
             conn = self._raw
-            conn.execute("BEGIN IMMEDIATE")
+            begin_immediate(conn.execute, self._pragmas[1] / 1000)
             try:
                 result = work(conn)
                 conn.execute("COMMIT")
@@ -173,9 +191,11 @@ class Database:
                     raw.close()
 
             self._raw = None
+            if self._read_thread is not None:
+                self._read_thread.shutdown(wait=True)  # a read in progress finishes first
             await asyncio.get_running_loop().run_in_executor(self._sync_thread, close_all)
             self._sync_thread.shutdown(wait=True)
-            self._sync_engine = self._sync_thread = None
+            self._sync_engine = self._sync_thread = self._read_thread = None
 
 
 class WriteLock:
@@ -227,8 +247,39 @@ def _install_sqlite_hooks(sync_engine: sa.Engine, synchronous: str, busy_ms: int
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        immediate = conn.get_execution_options().get("hub_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if conn.get_execution_options().get("hub_write", False):
+            begin_immediate(conn.exec_driver_sql, busy_ms / 1000)
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+LOCK_POLL = (0.0002, 0.002)  # seconds: first and longest wait between tries for the write lock
+
+
+def begin_immediate(execute: Callable[[str], Any], timeout: float) -> None:
+    """BEGIN IMMEDIATE, waiting up to ``timeout`` for another process's write
+    transaction to end — polled every few hundred microseconds. SQLite's own
+    busy handler sleeps 1, 2, 5, 10, 15 … ms between tries: the inbox of one
+    hub process would wait up to ten times longer than the other process's
+    transaction lasted."""
+    execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + timeout
+        delay = LOCK_POLL[0]
+        while True:
+            try:
+                execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() >= deadline:
+                    raise
+            except sa.exc.OperationalError as err:
+                if "locked" not in str(err.orig) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 1.5, LOCK_POLL[1])
+    finally:
+        execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
 
 def _configure_sqlite(dbapi_conn: Any, synchronous: str, busy_ms: int) -> None:

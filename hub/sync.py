@@ -14,7 +14,7 @@ class Change:
     type: str                # ticket.created | ticket.status_changed | ticket.updated | ticket.merged
     from_status: str | None
     to_status: str
-    timeline_id: int         # the TicketEvent that records it; makes the push's idempotency key
+    key: str                 # unique per ticket: the raw event and the kind of change; in the push's idempotency key
 
     def as_dict(self) -> dict[str, str | None]:
         return {"from": self.from_status, "to": self.to_status}

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,26 @@ class Daemon:
         raise TimeoutError(f"hub did not become ready:\n{self.log_tail()}")
 
     def kill(self) -> None:
+        """SIGKILL the hub: its parent, and so (they die with it) every process it started."""
         assert self.proc is not None
+        children = self.pids[1:]
         self.proc.send_signal(signal.SIGKILL)  # no drain, no goodbye
         self.proc.wait(10)
+        for pid in children:
+            for _ in range(200):
+                if not Path(f"/proc/{pid}").exists() or _state(pid) == "Z":
+                    break
+                time.sleep(0.01)
+
+    @property
+    def pids(self) -> list[int]:
+        """The hub's processes: the one started, then those it started (`hub run`'s children)."""
+        assert self.proc is not None
+        try:
+            kids = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            kids = []
+        return [self.pid, *(int(k) for k in kids)]
 
     def stop(self) -> int:
         """SIGTERM: drain and exit; the exit code."""
@@ -67,12 +85,12 @@ class Daemon:
         return self.proc.wait(60)
 
     def rss(self) -> int:
-        """Resident memory now, in bytes."""
-        return _status_kb(self.pid, "VmRSS") * 1024
+        """Resident memory now of all the hub's processes, in bytes."""
+        return sum(_status_kb(pid, "VmRSS") for pid in self.pids) * 1024
 
     def peak_rss(self) -> int:
-        """The most resident memory the process has had, in bytes."""
-        return _status_kb(self.pid, "VmHWM") * 1024
+        """The most resident memory each of the hub's processes has had, summed, in bytes."""
+        return sum(_status_kb(pid, "VmHWM") for pid in self.pids) * 1024
 
     @property
     def pid(self) -> int:
@@ -81,6 +99,13 @@ class Daemon:
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def _status_kb(pid: int, field: str) -> int:

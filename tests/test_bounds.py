@@ -31,7 +31,9 @@ def _config(db: Path, pii_key: str, site_secret: str, **extra: Any) -> dict[str,
     return {"storage": {"url": f"sqlite+aiosqlite:///{db}", "sqlite_busy_timeout": "30s"},
             "security": {"pii_key": pii_key},
             "sources": [{"id": "site", "kind": "website", "secret": site_secret}],
-            "pipeline": {"tick": "100ms"}, "logging": {"level": "error"}, **extra}
+            "pipeline": {"tick": "100ms"}, "logging": {"level": "error"},
+            # One process: these bounds are of what one process holds (intake's budget).
+            "supervisor": {"processes": 1}, **extra}
 
 
 @pytest.fixture

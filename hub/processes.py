@@ -1,0 +1,235 @@
+"""``hub run`` on every core: the process plan and the parent that keeps it running.
+
+What a hub process does is a set of *roles*: ``intake`` (the HTTP server, the
+inbox writer, the pollers), ``processing`` (the pipeline) and ``delivery``
+(pushes). One process may hold all three — ``supervisor.processes: 1``, and
+what tests run in-process.
+
+How they are spread (:func:`plan`) depends on the database:
+
+- **PostgreSQL**: every process holds every role. They share the listening
+  port (``SO_REUSEPORT``: the kernel spreads connections), the inbox and the
+  outbox (claims ``FOR UPDATE SKIP LOCKED``) and the poll leases (one process
+  polls a source at a time; a survivor takes the lease when its holder dies).
+  More processes on more machines against one PostgreSQL is how a merchant
+  scales out; ``auto`` is one per core.
+- **SQLite**: one file has one writer at a time, and a writer waiting across
+  processes polls for the lock where one waiting in-process is woken at
+  once. So two processes at most: the pipeline — the most CPU per event —
+  alone in one, planning its batches outside the write lock and holding it
+  only for their inserts; intake and delivery in the other, where the
+  inbox's commits go before delivery's in-process (a request is
+  acknowledged as soon as its own rows commit). More processes would only
+  queue on the one write lock.
+
+The parent starts each child as ``hub run --role …`` — a fresh interpreter
+with the same config — and speaks the systemd notify protocol on both sides:
+each child notifies a socket the parent owns (READY, WATCHDOG, STATUS,
+STOPPING, exactly as it would systemd), and the parent tells systemd READY
+once every child is ready and WATCHDOG only while every child keeps pinging.
+A child that exits is restarted after a backoff (a config error ends it all:
+restarting would not help); SIGTERM is passed to every child, which drains,
+and the parent exits 0 once all have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from hub import systemd
+from hub.config import HubConfig
+
+log = structlog.get_logger("hub.processes")
+
+ROLES = ("intake", "processing", "delivery")
+ALL = frozenset(ROLES)
+CONFIG_ERROR = 2  # a child's exit code when its config cannot run: restarting would not help
+
+
+def parse_roles(text: str) -> frozenset[str]:
+    roles = frozenset(r.strip() for r in text.split(",") if r.strip())
+    unknown = roles - ALL
+    if unknown or not roles:
+        raise ValueError(f"roles are {', '.join(ROLES)}; got {text!r}")
+    return roles
+
+
+def process_count(cfg: HubConfig, cores: int | None = None) -> int:
+    wanted = cfg.supervisor.processes
+    return max(1, cores or os.cpu_count() or 1) if wanted == "auto" else int(wanted)
+
+
+def plan(cfg: HubConfig, cores: int | None = None) -> list[frozenset[str]]:
+    """The roles of each process ``hub run`` starts (see the module docstring)."""
+    n = process_count(cfg, cores)
+    if n == 1:
+        return [ALL]
+    if cfg.storage.url.startswith("sqlite"):
+        return [frozenset({"intake", "delivery"}), frozenset({"processing"})]
+    return [ALL] * n
+
+
+def describe(roles: frozenset[str]) -> str:
+    return ",".join(r for r in ROLES if r in roles)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: killed when the parent dies (a SIGKILL of the
+    hub is a crash of all of it, never orphans still writing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before that took hold
+            os._exit(1)
+
+
+@dataclass
+class Child:
+    index: int
+    roles: frozenset[str]
+    socket_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    ready: bool = False
+    last_ping: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    status: str = ""
+
+
+class Parent:
+    """Starts the planned children, relays their notifications, restarts the fallen."""
+
+    def __init__(self, config_path: Path, roles: list[frozenset[str]], *, max_backoff: float = 30.0):
+        self.config_path = config_path
+        self.max_backoff = max_backoff
+        self._dir = Path(tempfile.mkdtemp(prefix="hub-notify-"))
+        self.children = [Child(i, r, self._dir / f"child-{i}.sock") for i, r in enumerate(roles)]
+        self._sockets: list[socket.socket] = []
+        self._stopping = False
+        self._told_ready = False
+        self._watchdog = systemd.watchdog_interval()
+        self.exit_code = 0
+
+    def _spawn(self, child: Child) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_PID")}
+        env["NOTIFY_SOCKET"] = str(child.socket_path)
+        if self._watchdog:
+            env["WATCHDOG_USEC"] = str(int(self._watchdog * 2_000_000))
+        child.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub", "run", "-c", str(self.config_path), "--role", describe(child.roles)],
+            env=env, preexec_fn=_die_with_parent)
+        child.ready = False
+        child.last_ping = time.monotonic()
+        log.info("hub process started", process=child.index, roles=describe(child.roles), pid=child.proc.pid)
+
+    def _listen(self, child: Child) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(child.socket_path))
+        sock.setblocking(False)
+        self._sockets.append(sock)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._received, child, sock)
+
+    def _received(self, child: Child, sock: socket.socket) -> None:
+        while True:
+            try:
+                data = sock.recv(4096)
+            except BlockingIOError:
+                return
+            for line in data.decode(errors="replace").splitlines():
+                key, _, value = line.partition("=")
+                if key == "READY":
+                    child.ready = True
+                    child.last_ping = time.monotonic()
+                elif key == "WATCHDOG":
+                    child.last_ping = time.monotonic()
+                elif key == "STATUS":
+                    child.status = value
+        # Not reached; the loop returns on an empty socket.
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        for child in self.children:
+            self._listen(child)
+            self._spawn(child)
+        watcher = asyncio.create_task(self._watch())
+        await stop.wait()
+        self._stopping = True
+        systemd.notify("STOPPING=1")
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await self._stop_children()
+        for sock in self._sockets:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+        return self.exit_code
+
+    async def _watch(self) -> None:
+        """Readiness, the watchdog and restarts, a few times a second."""
+        last_watchdog = time.monotonic()
+        while True:
+            await asyncio.sleep(0.2)
+            now = time.monotonic()
+            for child in self.children:
+                assert child.proc is not None
+                code = child.proc.poll()
+                if code is None:
+                    continue
+                if code == CONFIG_ERROR and not child.ready:
+                    log.error("hub process cannot start: its config cannot run", process=child.index)
+                    self.exit_code = CONFIG_ERROR
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                child.restarts += 1
+                backoff = min(self.max_backoff, 2.0 ** min(child.restarts - 1, 10))
+                log.error("hub process exited; restarting it", process=child.index, code=code,
+                          roles=describe(child.roles), restart_in=backoff)
+                await asyncio.sleep(backoff)
+                if self._stopping:
+                    return
+                self._spawn(child)
+            if not self._told_ready and all(c.ready for c in self.children):
+                self._told_ready = True
+                systemd.notify("READY=1")
+                log.info("hub ready", processes=len(self.children))
+            if self._watchdog and now - last_watchdog >= self._watchdog:
+                last_watchdog = now
+                late = [c for c in self.children if now - c.last_ping > 2 * self._watchdog]
+                if late:
+                    systemd.notify("STATUS=not pinging: " + ", ".join(f"process {c.index}" for c in late))
+                else:
+                    systemd.notify("WATCHDOG=1")
+
+    async def _stop_children(self, grace: float = 120.0) -> None:
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in self.children:
+            assert child.proc is not None
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(child.proc.wait, max(0.0, deadline - time.monotonic()))
+            if child.proc.poll() is None:
+                log.error("hub process did not stop in time; killing it", process=child.index)
+                child.proc.kill()
+                child.proc.wait()
+            elif child.proc.returncode not in (0, -signal.SIGTERM) and self.exit_code == 0:
+                self.exit_code = 1
