@@ -346,25 +346,27 @@ class Hub:
         self._gauges_beat()
 
     async def _refresh_gauges(self) -> None:
+        # Counted along the indexes (state; destination and state), one range each:
+        # never a scan of what has been done, which only grows.
+        dests = sorted(self.deliverer.destinations)
         try:
             async with self.db.read() as conn:
-                inbox = (await conn.execute(sa.select(raw_events.c.state, sa.func.count())
-                                            .group_by(raw_events.c.state))).all()
-                out = (await conn.execute(sa.select(outbox.c.destination_id, outbox.c.state, sa.func.count())
-                                          .where(outbox.c.state.in_(("pending", "dead")))
-                                          .group_by(outbox.c.destination_id, outbox.c.state))).all()
-                held = (await conn.execute(_HELD)).all()
+                inbox = {state: (await conn.execute(_RAW_IN_STATE, {"state": state})).scalar_one()
+                         for state in ("pending", "quarantined")}
+                issued = (await conn.execute(sa.select(sa.func.max(raw_events.c.id)))).scalar() or 0
+                out = {(d, state): (await conn.execute(_OUTBOX_IN_STATE, {"d": d, "state": state})).scalar_one()
+                       for d in dests for state in ("pending", "dead")}
+                held = {d: (await conn.execute(_HELD, {"d": d})).scalar_one() for d in dests}
         except UNAVAILABLE:
             return
-        for state in ("pending", "done", "quarantined"):
-            self.metrics.inbox_backlog.labels(state).set(0)
-        for state, n in inbox:
+        # Done: every id issued that is in neither of the other states (ids are never reused).
+        inbox["done"] = max(0, issued - inbox["pending"] - inbox["quarantined"])
+        for state, n in inbox.items():
             self.metrics.inbox_backlog.labels(state).set(n)
-        for dest in self.deliverer.destinations:
-            for state in ("pending", "dead", "held"):
-                self.metrics.outbox_backlog.labels(dest, state).set(0)
-        for dest, state, n in [*out, *((d, "held", n) for d, n in held)]:
+        for (dest, state), n in out.items():
             self.metrics.outbox_backlog.labels(dest, state).set(n)
+        for dest, n in held.items():
+            self.metrics.outbox_backlog.labels(dest, "held").set(n)
 
 
 def _allow_open_files(needed: int) -> None:
@@ -375,13 +377,16 @@ def _allow_open_files(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+_RAW_IN_STATE = sa.select(sa.func.count()).select_from(raw_events).where(
+    raw_events.c.state == sa.bindparam("state"))
+_OUTBOX_IN_STATE = sa.select(sa.func.count()).select_from(outbox).where(
+    outbox.c.destination_id == sa.bindparam("d"), outbox.c.state == sa.bindparam("state"))
 _DEAD = outbox.alias("dead")
-# Pending pushes waiting behind a dead letter of their ticket (until an operator acts).
-_HELD = (sa.select(outbox.c.destination_id, sa.func.count())
-         .where(outbox.c.state == "pending",
+# Pending pushes of a destination waiting behind a dead letter of their ticket (until an operator acts).
+_HELD = (sa.select(sa.func.count()).select_from(outbox)
+         .where(outbox.c.destination_id == sa.bindparam("d"), outbox.c.state == "pending",
                 sa.exists().where(_DEAD.c.ordering_key == outbox.c.ordering_key, _DEAD.c.state == "dead",
-                                  _DEAD.c.id < outbox.c.id))
-         .group_by(outbox.c.destination_id))
+                                  _DEAD.c.id < outbox.c.id)))
 
 
 async def run_until_signalled(hub: Hub, ready: Callable[[Hub], Any] | None = None) -> None:
