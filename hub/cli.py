@@ -129,8 +129,18 @@ def run(
     else:
         processes = plan(cfg)
         if len(processes) > 1:
-            sys.exit(asyncio.run(Parent(_config_path(config), processes,
-                                        max_backoff=cfg.supervisor.max_backoff).run()))
+            async def migrate() -> None:
+                from hub.storage import Database
+
+                db = Database(cfg.storage.url, busy_timeout=cfg.storage.sqlite_busy_timeout)
+                try:
+                    await db.migrate()
+                finally:
+                    await db.close()
+
+            parent = Parent(_config_path(config), processes, max_backoff=cfg.supervisor.max_backoff,
+                            migrate=migrate if cfg.storage.auto_migrate else None)
+            sys.exit(asyncio.run(parent.run()))
         roles = ALL
     hub = Hub(cfg, registry, roles)
     hub.shares_port = role is not None and "intake" in roles and not cfg.storage.url.startswith("sqlite")

@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,8 +114,10 @@ class Child:
 class Parent:
     """Starts the planned children, relays their notifications, restarts the fallen."""
 
-    def __init__(self, config_path: Path, roles: list[frozenset[str]], *, max_backoff: float = 30.0):
+    def __init__(self, config_path: Path, roles: list[frozenset[str]], *, max_backoff: float = 30.0,
+                 migrate: Callable[[], Awaitable[None]] | None = None):
         self.config_path = config_path
+        self.migrate = migrate  # brings the schema to head before any child starts
         self.max_backoff = max_backoff
         self._dir = Path(tempfile.mkdtemp(prefix="hub-notify-"))
         self.children = [Child(i, r, self._dir / f"child-{i}.sock") for i, r in enumerate(roles)]
@@ -165,6 +168,10 @@ class Parent:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if self.migrate is not None:
+            # Once, here: children migrating a new database at once would collide
+            # on its locks; each then finds the schema at head.
+            await self.migrate()
         for child in self.children:
             self._listen(child)
             self._spawn(child)
