@@ -5,6 +5,7 @@ sit on a share of first attempts (a destination that hangs on some pushes).
 
     python bench/push_receiver.py PORT SECRET [--hang-fraction 0.01] [--hang-seconds 30]
 
+``GET /count`` answers ``{"answered": N, "attempts": M}`` (cheap, for big runs);
 ``GET /arrivals`` answers ``{webhook-id: [ticket external id, first arrival, attempts,
 answered]}`` (unix seconds; ``answered``: when an attempt got its 200, None while none has).
 """
@@ -33,6 +34,7 @@ def main() -> None:
     key = standard_webhooks.decode_secret(args.secret)
     arrivals: dict[str, list[object]] = {}
     cut = int(args.hang_fraction * 10_000)
+    totals = {"answered": 0, "attempts": 0}
 
     async def push(request: web.Request) -> web.Response:
         body = await request.read()
@@ -46,12 +48,14 @@ def main() -> None:
             ticket = orjson.loads(body)["data"]["ticket"]["external_id"]
             arrivals[msg_id] = seen = [ticket, time.time(), 0, None]
         seen[2] += 1  # type: ignore[operator]
+        totals["attempts"] += 1
         # Chosen by id, so the same pushes hang in every run; only their first attempt.
         if seen[2] == 1 and int(hashlib.sha1(msg_id.encode()).hexdigest()[:8], 16) % 10_000 < cut:
             await asyncio.sleep(args.hang_seconds)
             return web.json_response({"ok": True})  # long after the hub gave up on it
         if seen[3] is None:
             seen[3] = time.time()
+            totals["answered"] += 1
         return web.json_response({"ok": True})
 
     async def report(_request: web.Request) -> web.Response:
@@ -60,6 +64,7 @@ def main() -> None:
     app = web.Application(client_max_size=1 << 22)
     app.router.add_post("/hook", push)
     app.router.add_get("/arrivals", report)
+    app.router.add_get("/count", lambda _r: web.json_response(totals))
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None, shutdown_timeout=1)
 
 

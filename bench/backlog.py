@@ -1,0 +1,222 @@
+"""What bench/burst.py and bench/scale.py share: a database seeded fast (SQL,
+not the hub), raw events queued straight into the inbox, and the daemon —
+shipped defaults, pipeline and delivery on, every process — draining them to
+bench/push_receiver.py while its figures are taken."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import free_port, wait_port  # noqa: E402
+from connectors.website.simulator import WebsiteSimulator  # noqa: E402
+from hub import standard_webhooks  # noqa: E402
+from hub.pii import PiiCipher  # noqa: E402
+
+SEED_TIME = "2026-06-18 08:00:00.000000"
+
+
+def _sqlite_path(url: str) -> str:
+    return sa.make_url(url).database or ""
+
+
+def _pg_dsn(url: str) -> str:
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(False)
+
+
+def _sql(url: str, statements: list[str]) -> None:
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(_sqlite_path(url), isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN")
+        for stmt in statements:
+            conn.execute(stmt)
+        conn.execute("COMMIT")
+        conn.close()
+    else:
+        subprocess.run(["psql", _pg_dsn(url), "-qv", "ON_ERROR_STOP=1", "-c", ";\n".join(statements)],
+                       check=True)
+
+
+def migrate(url: str) -> None:
+    subprocess.run([sys.executable, "-c", f"import asyncio; from hub.storage import Database\n"
+                    f"db = Database({url!r})\nasyncio.run(db.migrate())"], check=True, cwd=ROOT)
+
+
+def seed_records(url: str, customers: int, orders: int, tickets: int) -> float:
+    """``customers`` customers with two identities each (site user u1, u2, …; a
+    phone index), ``orders`` orders and ``tickets`` resolved tickets, by SQL.
+    Returns the seconds it took."""
+    started = time.perf_counter()
+    sqlite = url.startswith("sqlite")
+
+    def series(n: int) -> str:
+        if sqlite:
+            return (f"(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) "
+                    "SELECT i FROM s)")
+        return f"(SELECT generate_series(1, {n}) AS i)"
+
+    ts = f"'{SEED_TIME}'" if sqlite else f"'{SEED_TIME}+00'::timestamptz"
+    hexed = "lower(hex(randomblob(16)))" if sqlite else "md5(i::text)"
+    mod = "%"
+    _sql(url, [
+        f"INSERT INTO customers (id, display_name, phone_index, created_at, updated_at) "
+        f"SELECT i, 'seed' || i, {hexed}, {ts}, {ts} FROM {series(customers)} AS g",
+        f"INSERT INTO customer_identities (customer_id, kind, value, created_at) "
+        f"SELECT i, 'site_user', 'u' || i, {ts} FROM {series(customers)} AS g",
+        f"INSERT INTO customer_identities (customer_id, kind, value, created_at) "
+        f"SELECT i, 'phone', {hexed}, {ts} FROM {series(customers)} AS g",
+        f"INSERT INTO orders (id, channel, source_id, external_id, customer_id, is_stub, created_at, updated_at) "
+        f"SELECT i, 'website', 'site', 'SEEDO' || i, 1 + (i {mod} {customers}), "
+        f"{'0' if sqlite else 'false'}, {ts}, {ts} FROM {series(orders)} AS g",
+        f"INSERT INTO tickets (id, channel, source_id, external_id, type, status, priority, order_id, "
+        f"customer_id, created_at, updated_at) "
+        f"SELECT i, 'website', 'site', 'SEEDT' || i, 'refund_only', 'resolved', 'normal', "
+        f"1 + (i {mod} {orders}), 1 + (i {mod} {customers}), {ts}, {ts} FROM {series(tickets)} AS g",
+    ] + ([] if sqlite else [f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), (SELECT max(id) FROM {t}))"
+                            for t in ("customers", "customer_identities", "orders", "tickets")]
+         + ["ANALYZE"]))
+    return time.perf_counter() - started
+
+
+def queue_events(url: str, pii_key: bytes, n: int, seed: int = 7, key_prefix: str = "ev") -> float:
+    """``n`` distinct website after-sales requests, sealed, straight into the inbox."""
+    started = time.perf_counter()
+    cipher = PiiCipher(pii_key)
+    site = WebsiteSimulator(secret=standard_webhooks.new_secret(), seed=seed)
+    chunk = 20_000
+    for start in range(0, n, chunk):
+        rows = []
+        for i in range(start, min(n, start + chunk)):
+            key = f"{key_prefix}_{i:08d}"
+            rows.append(("site", key, json.dumps({"webhook-id": key}),
+                         cipher.seal_body(orjson.dumps(site.request()))))
+        if url.startswith("sqlite"):
+            conn = sqlite3.connect(_sqlite_path(url), isolation_level=None)
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO raw_events (source_id, dedupe_key, received_at, headers, body, state, "
+                             f"attempts) VALUES (?, ?, '{SEED_TIME}', ?, ?, 'pending', 0)", rows)
+            conn.execute("COMMIT")
+            conn.close()
+        else:
+            import asyncio
+
+            import asyncpg
+
+            async def copy(rows: list[tuple[Any, ...]] = rows) -> None:
+                pg = await asyncpg.connect(_pg_dsn(url))
+                try:
+                    await pg.executemany(
+                        "INSERT INTO raw_events (source_id, dedupe_key, received_at, headers, body, state, attempts) "
+                        f"VALUES ($1, $2, '{SEED_TIME}+00', $3::json, $4, 'pending', 0)", rows)
+                finally:
+                    await pg.close()
+
+            asyncio.run(copy())
+    return time.perf_counter() - started
+
+
+@dataclass
+class Drained:
+    seconds: float
+    pushes: int
+    tickets: int
+    peak_rss_mb: float
+    processes: int
+
+
+def _tree(pid: int) -> list[int]:
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    return [pid, *(int(k) for k in kids)]
+
+
+def _rss_mb(pids: list[int], field: str = "VmHWM") -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | None = None,
+          timeout: float = 7200) -> Drained:
+    """Start the daemon and a push receiver; return once ``expected`` pushes are answered."""
+    hub_port, recv_port = free_port(), free_port()
+    push_secret = standard_webhooks.new_secret()
+    receiver = subprocess.Popen([sys.executable, str(ROOT / "bench/push_receiver.py"), str(recv_port), push_secret],
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    config = work / f"config-{hub_port}.yaml"
+    config.write_text(yaml.safe_dump({
+        "server": {"listen": f"127.0.0.1:{hub_port}"},
+        "storage": {"url": url},
+        "security": {"pii_key": base64.b64encode(pii_key).decode()},
+        "sources": [{"id": "site", "kind": "website", "secret": standard_webhooks.new_secret()}],
+        "destinations": [{"id": "erp", "kind": "webhook", "url": f"http://127.0.0.1:{recv_port}/hook",
+                          "secret": push_secret}],
+        "sync": [{"on": ["ticket.created"], "to": "erp"}],
+        "logging": {"level": "warning"},
+        **({"supervisor": {"processes": processes}} if processes else {}),
+    }))
+    log = (work / f"hub-{hub_port}.log").open("wb")
+    started = time.perf_counter()
+    hub = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(config)], stdout=log,
+                           stderr=subprocess.STDOUT, cwd=ROOT)
+    peak = 0.0
+    try:
+        wait_port(recv_port)
+        pids: list[int] = []
+        while True:
+            pids = sorted(set(pids) | set(_tree(hub.pid)))
+            peak = max(peak, _rss_mb(pids))
+            with urllib.request.urlopen(f"http://127.0.0.1:{recv_port}/count", timeout=10) as r:
+                answered = json.loads(r.read())["answered"]
+            if answered >= expected:
+                break
+            if hub.poll() is not None:
+                raise SystemExit(f"the hub exited with {hub.returncode}; see {log.name}")
+            if time.perf_counter() - started > timeout:
+                raise SystemExit(f"only {answered} of {expected} pushes after {timeout:.0f} s")
+            time.sleep(0.5)
+        seconds = time.perf_counter() - started
+        nproc = len(_tree(hub.pid))
+    finally:
+        hub.terminate()
+        hub.wait(120)
+        receiver.terminate()
+        receiver.wait(10)
+    tickets = _count(url, "SELECT count(*) FROM tickets WHERE external_id NOT LIKE 'SEED%'")
+    return Drained(seconds, answered, tickets, peak, max(1, nproc - 1) if nproc > 1 else 1)
+
+
+def _count(url: str, sql: str) -> int:
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(_sqlite_path(url))
+        try:
+            return int(conn.execute(sql).fetchone()[0])
+        finally:
+            conn.close()
+    out = subprocess.run(["psql", _pg_dsn(url), "-tAc", sql], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip())
