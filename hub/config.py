@@ -217,6 +217,9 @@ class PolledSourceConfig(SourceConfig):
     initial_lookback: Duration = 86400.0
     page_size: int = Field(default=100, ge=1)
     timeout: Duration = 15.0
+    # One hub process polls the source at a time, renewing its lease with every
+    # page it commits; when that process dies another takes over after this long.
+    lease: Duration = Field(default=120.0, gt=0)
     quota: QuotaConfig = QuotaConfig()
     circuit: CircuitConfig = CircuitConfig()
 

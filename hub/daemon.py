@@ -34,7 +34,7 @@ from hub.mapping import InboundMapping, MappingSet
 from hub.metrics import Metrics, children
 from hub.pii import PiiCipher
 from hub.pipeline import DestinationRuntime, Pipeline, SourceRuntime
-from hub.polling import PollRunner, process_owner
+from hub.polling import LEASE_SECONDS, PollRunner, process_owner
 from hub.processes import ALL, describe
 from hub.records import outbox, raw_events
 from hub.registry import Registry
@@ -134,6 +134,7 @@ class Hub:
                 self.webhook_sources[s.id] = (kind.webhook(s), rt.mapping)
             if kind.poller is not None:
                 self.pollers[s.id] = PollRunner(self.db, self.cipher, kind.poller(s), rt.mapping,
+                                                lease_seconds=float(getattr(s, "lease", LEASE_SECONDS)),
                                                 owner=self.owner, metrics=self.metrics,
                                                 on_stored=lambda _n: self.wake_pipeline())
         dests: dict[str, DestinationRuntime] = {}
