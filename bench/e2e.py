@@ -1,7 +1,7 @@
 """End to end as operators run it: signed website requests in, verified pushes out.
 
     python bench/e2e.py [--requests 3000] [--concurrency 32] [--rate R]
-                        [--hang-fraction 0.01] [--storage sqlite|postgres]
+                        [--hang-fraction 0.01] [--storage sqlite|postgres] [--processes 1,2]
 
 Starts ``hub run`` with the shipped defaults (pipeline and delivery on, one
 signed webhook destination) and bench/push_receiver.py, each in a process of
@@ -117,7 +117,8 @@ async def _wait_answered(port: int, n: int, timeout: float) -> dict[str, list[An
         await asyncio.sleep(0.25)
 
 
-def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: Path) -> Run:
+def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: Path,
+             processes: int | None = None) -> Run:
     site_secret, push_secret = standard_webhooks.new_secret(), standard_webhooks.new_secret()
     hub_port, recv_port = free_port(), free_port()
     receiver = subprocess.Popen([sys.executable, str(ROOT / "bench/push_receiver.py"), str(recv_port), push_secret,
@@ -136,7 +137,7 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
             "destinations": [{"id": "erp", "kind": "webhook", "url": f"http://127.0.0.1:{recv_port}/hook",
                               "secret": push_secret}],
             "sync": [{"on": ["ticket.created"], "to": "erp"}],
-            **({"supervisor": {"processes": args.processes}} if args.processes else {}),
+            **({"supervisor": {"processes": processes}} if processes else {}),
         }))
         log = (run_dir / "hub.log").open("wb")
         hub = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(config)], stdout=log,
@@ -171,25 +172,29 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rate", type=float, default=None, help="sustained offered rate, requests/s")
     ap.add_argument("--hang-fraction", type=float, default=0.01)
-    ap.add_argument("--processes", type=int, default=None,
-                    help="supervisor.processes (default: the shipped auto)")
+    ap.add_argument("--processes", default=None,
+                    help="supervisor.processes, or several to compare (1,2); default: the shipped auto")
     storage_arguments(ap)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hub-bench-e2e-"))
-    runs = [run_once("every push answered", args, 0.0, work),
-            run_once(f"{args.hang_fraction:.0%} of pushes hang", args, args.hang_fraction, work)]
+    counts = [int(p) for p in args.processes.split(",")] if args.processes else [None]
+    first = counts[0]
+    runs = [run_once("every push answered" + (f", {first} proc" if first else ""), args, 0.0, work, first),
+            run_once(f"{args.hang_fraction:.0%} of pushes hang", args, args.hang_fraction, work, first)]
+    for n in counts[1:]:
+        runs.append(run_once(f"every push answered, {n} proc", args, 0.0, work, n))
     offered = f"offered {args.rate:.0f}/s" if args.rate else f"concurrency {args.concurrency}"
     print(f"{args.requests} signed website requests -> {args.requests} verified pushes, {args.storage}, "
           f"{offered}, shipped defaults (pipeline and delivery on)")
-    print(f"{'':26}{'ingest req/s':>13}{'tickets/s':>11}{'ack->push p50':>15}{'p99':>9}{'503s':>6}")
+    print(f"{'':30}{'ingest req/s':>13}{'tickets/s':>11}{'ack->push p50':>15}{'p99':>9}{'503s':>6}")
     for r in runs:
-        print(f"{r.label:26}{r.sent / r.ingest_seconds:>13.0f}{r.sent / r.end_to_end_seconds:>11.0f}"
+        print(f"{r.label:30}{r.sent / r.ingest_seconds:>13.0f}{r.sent / r.end_to_end_seconds:>11.0f}"
               f"{_pct(r.latencies, 0.5):>14.3f}s{_pct(r.latencies, 0.99):>8.3f}s{r.refused:>6}")
     hung = runs[1].hung_latencies
     if hung:
-        print(f"{'':26}the {len(hung)} hung pushes arrived after their retry: p50 {statistics.median(hung):.1f}s "
+        print(f"{'':30}the {len(hung)} hung pushes arrived after their retry: p50 {statistics.median(hung):.1f}s "
               f"(destination timeout {HANG_SECONDS - 20:.0f}s + backoff)")
-    base, slow = runs
+    base, slow = runs[:2]
     print(f"other tickets' p50 with hanging pushes / without: {_pct(slow.latencies, .5) / _pct(base.latencies, .5):.2f}")
 
 
