@@ -24,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, wait_port  # noqa: E402
+from bench.common import free_port, process_tree, status_mb, wait_port  # noqa: E402
 from connectors.website.simulator import WebsiteSimulator  # noqa: E402
 from hub import standard_webhooks  # noqa: E402
 from hub.pii import PiiCipher  # noqa: E402
@@ -141,26 +141,6 @@ class Drained:
     processes: int
 
 
-def _tree(pid: int) -> list[int]:
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        kids = []
-    return [pid, *(int(k) for k in kids)]
-
-
-def _rss_mb(pids: list[int], field: str = "VmHWM") -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith(field + ":"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
-
-
 def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | None = None,
           timeout: float = 7200) -> Drained:
     """Start the daemon and a push receiver; return once ``expected`` pushes are answered."""
@@ -189,8 +169,8 @@ def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | 
         wait_port(recv_port)
         pids: list[int] = []
         while True:
-            pids = sorted(set(pids) | set(_tree(hub.pid)))
-            peak = max(peak, _rss_mb(pids))
+            pids = sorted(set(pids) | set(process_tree(hub.pid)))
+            peak = max(peak, status_mb(pids))
             with urllib.request.urlopen(f"http://127.0.0.1:{recv_port}/count", timeout=10) as r:
                 answered = json.loads(r.read())["answered"]
             if answered >= expected:
@@ -201,7 +181,7 @@ def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | 
                 raise SystemExit(f"only {answered} of {expected} pushes after {timeout:.0f} s")
             time.sleep(0.5)
         seconds = time.perf_counter() - started
-        nproc = len(_tree(hub.pid))
+        nproc = len(process_tree(hub.pid))
     finally:
         hub.terminate()
         hub.wait(120)

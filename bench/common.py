@@ -51,3 +51,26 @@ def storage_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_POSTGRES_URL",
                                                               "postgresql://postgres@127.0.0.1:5432/test"))
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and the processes it started (`hub run`'s children)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    return [pid, *(int(k) for k in kids)]
+
+
+def status_mb(pids: list[int], field: str = "VmHWM") -> float:
+    """A /proc status figure (peak RSS by default) of these processes, summed, in MB."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+

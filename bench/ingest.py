@@ -44,7 +44,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_database, free_port, storage_arguments, wait_port  # noqa: E402
+from bench.common import (  # noqa: E402
+    bench_database,
+    free_port,
+    process_tree,
+    status_mb,
+    storage_arguments,
+    wait_port,
+)
 from connectors.website.simulator import WebsiteSimulator  # noqa: E402
 from hub import standard_webhooks  # noqa: E402
 
@@ -77,19 +84,10 @@ end
 """
 
 
-def tree(pid: int) -> list[int]:
-    """``pid`` and the processes it started (`hub run`'s children)."""
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        kids = []
-    return [pid, *(int(k) for k in kids)]
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid``, its threads and its children now running."""
     total = 0.0
-    for p in tree(pid):
+    for p in process_tree(pid):
         fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
@@ -121,7 +119,7 @@ def run_wrk(url: str, script: Path, data: Path, seconds: float, connections: int
 def process_cpu(pid: int) -> str:
     """CPU seconds of each of the hub's processes, with its roles."""
     out = []
-    for p in tree(pid):
+    for p in process_tree(pid):
         args = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
         role = args[args.index(b"--role") + 1].decode() if b"--role" in args else "parent" if p == pid else "all"
         out.append(f"{role} {cpu_seconds_of(p):.1f} s")
@@ -135,12 +133,7 @@ def cpu_seconds_of(pid: int) -> float:
 
 def peak_rss_mb(pid: int) -> float:
     """The peak RSS of each of the hub's processes, summed."""
-    total = 0
-    for p in tree(pid):
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                total += int(line.split()[1])
-    return total / 1024
+    return status_mb(process_tree(pid))
 
 
 def write_requests(path: Path, body: bytes, key: bytes, prefix: str, n: int) -> None:
