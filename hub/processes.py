@@ -217,9 +217,10 @@ class Parent:
                 self._told_ready = True
                 systemd.notify("READY=1")
                 log.info("hub ready", processes=len(self.children))
-            if self._watchdog and now - last_watchdog >= self._watchdog:
+            if self._watchdog and self._told_ready and now - last_watchdog >= self._watchdog:
                 last_watchdog = now
-                late = [c for c in self.children if now - c.last_ping > 2 * self._watchdog]
+                # A process being restarted is not late until it is ready again.
+                late = [c for c in self.children if c.ready and now - c.last_ping > 2 * self._watchdog]
                 if late:
                     systemd.notify("STATUS=not pinging: " + ", ".join(f"process {c.index}" for c in late))
                 else:

@@ -164,3 +164,37 @@ async def _all_delivered(db: Database) -> bool:
         left = (await conn.execute(sa.select(sa.func.count()).select_from(outbox)
                                    .where(outbox.c.state != "delivered"))).scalar()
     return left == 0
+
+
+async def test_the_parent_tells_systemd_ready_and_pings_while_its_processes_do(
+        tmp_path: Path, pii_key: str, site_secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # a ping every 0.5 s
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    hub = daemon(tmp_path, {"storage": {"url": f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"},
+                            "security": {"pii_key": pii_key},
+                            "sources": [{"id": "site", "kind": "website", "secret": site_secret}],
+                            "supervisor": {"processes": 2}, "logging": {"level": "warning"}})
+    hub.start()
+    got: list[str] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while loop.time() < deadline and got.count("WATCHDOG=1") < 3:
+            try:
+                got.append(sock.recv(4096).decode())
+            except TimeoutError:
+                await asyncio.sleep(0)
+        assert len(hub.pids) == 3  # the parent and its two processes
+    finally:
+        assert hub.stop() == 0
+        sock.close()
+    assert got[0] == "READY=1", got  # once, when both processes are ready; nothing before it
+    assert got.count("READY=1") == 1
+    assert got.count("WATCHDOG=1") >= 3
