@@ -74,7 +74,6 @@ def seed_records(url: str, customers: int, orders: int, tickets: int) -> float:
 
     ts = f"'{SEED_TIME}'" if sqlite else f"'{SEED_TIME}+00'::timestamptz"
     hexed = "lower(hex(randomblob(16)))" if sqlite else "md5(i::text)"
-    mod = "%"
     _sql(url, [
         f"INSERT INTO customers (id, display_name, phone_index, created_at, updated_at) "
         f"SELECT i, 'seed' || i, {hexed}, {ts}, {ts} FROM {series(customers)} AS g",
@@ -83,12 +82,12 @@ def seed_records(url: str, customers: int, orders: int, tickets: int) -> float:
         f"INSERT INTO customer_identities (customer_id, kind, value, created_at) "
         f"SELECT i, 'phone', {hexed}, {ts} FROM {series(customers)} AS g",
         f"INSERT INTO orders (id, channel, source_id, external_id, customer_id, is_stub, created_at, updated_at) "
-        f"SELECT i, 'website', 'site', 'SEEDO' || i, 1 + (i {mod} {customers}), "
+        f"SELECT i, 'website', 'site', 'SEEDO' || i, 1 + (i % {customers}), "
         f"{'0' if sqlite else 'false'}, {ts}, {ts} FROM {series(orders)} AS g",
         f"INSERT INTO tickets (id, channel, source_id, external_id, type, status, priority, order_id, "
         f"customer_id, created_at, updated_at) "
         f"SELECT i, 'website', 'site', 'SEEDT' || i, 'refund_only', 'resolved', 'normal', "
-        f"1 + (i {mod} {orders}), 1 + (i {mod} {customers}), {ts}, {ts} FROM {series(tickets)} AS g",
+        f"1 + (i % {orders}), 1 + (i % {customers}), {ts}, {ts} FROM {series(tickets)} AS g",
     ] + ([] if sqlite else [f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), (SELECT max(id) FROM {t}))"
                             for t in ("customers", "customer_identities", "orders", "tickets")]
          + ["ANALYZE"]))

@@ -186,8 +186,9 @@ class Hub:
             await deliverer.start()
             # Without processing here no batch wakes delivery: it looks for new pushes itself.
             poll = None if "processing" in roles else self.config.pipeline.poll
-            sup.spawn("delivery", lambda w: self._loop(w, lambda: deliverer.claim_once(), deliverer.wake,
-                                                       idle=poll))
+            claim = ((lambda: deliverer.claim_once()) if poll is None
+                     else _when(deliverer.has_due, lambda: deliverer.claim_once()))
+            sup.spawn("delivery", lambda w: self._loop(w, claim, deliverer.wake, idle=poll))
             sup.spawn("delivery-recorder", lambda w: self._loop(w, lambda: deliverer.record_once(),
                                                                 deliverer.completed))
         if "intake" in roles:
@@ -195,7 +196,8 @@ class Hub:
         if "processing" in roles and self.config.pipeline.enabled:
             # Without intake here no request wakes the pipeline: it looks for work itself.
             idle = None if "intake" in roles else self.config.pipeline.poll
-            step = (lambda: self.pipeline.run_once()) if idle is None else self._pipeline_step
+            step = ((lambda: self.pipeline.run_once()) if idle is None
+                    else _when(self.pipeline.has_pending, lambda: self.pipeline.run_once()))
             sup.spawn("pipeline", lambda w: self._loop(w, step, self._wake_pipeline, after=deliverer.wake.set,
                                                        idle=idle))
         if "intake" in roles:
@@ -289,13 +291,6 @@ class Hub:
     async def _tick(wake: asyncio.Event) -> None:
         wake.set()
 
-    async def _pipeline_step(self) -> int:
-        """A batch, when a read shows there is one: an empty claim would take the
-        SQLite write lock from intake's process for nothing."""
-        if not await self.pipeline.has_pending():
-            return 0
-        return await self.pipeline.run_once()
-
     async def _loop(self, worker: Worker, step: Callable[[], Awaitable[int]], wake: asyncio.Event,
                     after: Callable[[], None] | None = None, idle: float | None = None) -> None:
         """Run ``step`` until it finds nothing, then sleep until woken (or a few seconds).
@@ -368,6 +363,15 @@ class Hub:
             self.metrics.outbox_backlog.labels(dest, state).set(n)
         for dest, n in held.items():
             self.metrics.outbox_backlog.labels(dest, "held").set(n)
+
+
+def _when(has_work: Callable[[], Awaitable[bool]], step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
+    """``step`` only when a read says there is work: a worker that polls (no
+    request or batch wakes it) would otherwise open a write transaction — on
+    SQLite, take the other process's write lock — every time it looks."""
+    async def run() -> int:
+        return await step() if await has_work() else 0
+    return run
 
 
 def _allow_open_files(needed: int) -> None:

@@ -207,6 +207,16 @@ class Deliverer:
             self._pump(d)
         return len(rows)
 
+    async def has_due(self) -> bool:
+        """Whether any destination has a push due (a read: no write lock)."""
+        if not self.destinations:
+            return False
+        stmt = (sa.select(outbox.c.id).where(outbox.c.destination_id.in_(sorted(self.destinations)),
+                                             outbox.c.state == "pending", outbox.c.next_attempt_at <= utcnow())
+                .limit(1))
+        async with self.db.read() as conn:
+            return (await conn.execute(stmt)).first() is not None
+
     def _room(self, a: ActiveDestination) -> int:
         """How many rows a claim should take for this destination now (0: not worth one)."""
         room = a.limit + self.batch - a.in_flight - len(a.queue)

@@ -161,7 +161,6 @@ class Parent:
                     child.last_ping = time.monotonic()
                 elif key == "STATUS":
                     child.status = value
-        # Not reached; the loop returns on an empty socket.
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -208,7 +207,7 @@ class Parent:
                 child.restarts += 1
                 backoff = min(self.max_backoff, 2.0 ** min(child.restarts - 1, 10))
                 log.error("hub process exited; restarting it", process=child.index, code=code,
-                          roles=describe(child.roles), restart_in=backoff)
+                          roles=describe(child.roles), restart_in=backoff, last_status=child.status or None)
                 await asyncio.sleep(backoff)
                 if self._stopping:
                     return

@@ -125,6 +125,8 @@ async def test_no_hot_statement_scans_a_growing_table(registry: Registry, db_url
         await receiver.wait_for(12, timeout=20)
         await wait_until(lambda: _settled(hub), timeout=20)
         await hub.refresh_gauges()
+        await hub.deliverer.has_due()  # what a process that polls for work reads when idle
+        await hub.pipeline.has_pending()
         statements = dict(captured.statements)
     assert len(statements) >= 10, statements.keys()  # the capture saw the pipeline and delivery
     if hub.db.is_sqlite:
