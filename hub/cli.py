@@ -81,7 +81,7 @@ _BOUNDS = {
     "supervisor": ("stall_after",),
     "logging": ("repeat_limit", "repeat_window"),
 }
-_PER_DESTINATION = ("timeout", "max_in_flight", "max_response_bytes")
+_PER_DESTINATION = ("timeout", "max_in_flight", "slow_after", "max_response_bytes")
 
 
 def bounds(cfg: HubConfig) -> list[tuple[str, str, bool]]:

@@ -146,7 +146,8 @@ class Hub:
             factory = self.registry.destinations[d.kind].factory
             assert factory is not None
             active[d.id] = ActiveDestination(factory(d), RetryPolicy(self.config.retry_for(d)),
-                                             limit=d.max_in_flight, timeout=d.timeout)
+                                             limit=d.max_in_flight, timeout=d.timeout,
+                                             slow_after=d.slow_after)
         st = self.config.storage
         self.inbox = InboxWriter(self.db, batch_max=st.batch_max, batch_delay=st.batch_delay,
                                  on_commit=self._on_commit)

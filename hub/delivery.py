@@ -17,7 +17,11 @@ slot is free, cut off at the destination's timeout; one that could not start
 with its whole timeout still inside its lease (less the time to record) is
 given back untried, so an attempt never outlives its claim. A destination
 that hangs fills only its own slots; its answers are read up to its
-``max_response_bytes`` (:func:`receipt_of`).
+``max_response_bytes`` (:func:`receipt_of`). An attempt still unanswered
+after the destination's ``slow_after`` gives its slot to the next push and
+waits aside (at most ``max_in_flight`` of them): at a thousand pushes a
+second, 1 % hanging for a 10 s timeout would otherwise hold a hundred slots,
+and every other ticket of that destination would queue behind them.
 
 **Recording.** Outcomes are recorded as they complete — the recorder commits
 whatever has completed so far in one transaction, with its timeline events —
@@ -114,9 +118,20 @@ class ActiveDestination:
     policy: RetryPolicy
     limit: int                 # slots: attempts in the air at once
     timeout: float
+    slow_after: float = 2.0    # an attempt unanswered this long waits aside, freeing its slot
     health: DestinationHealth = field(default_factory=DestinationHealth)
     in_flight: int = 0
+    aside: int = 0             # slow attempts that gave their slot back (at most ``limit``)
     queue: collections.deque[Claim] = field(default_factory=collections.deque)  # claimed, not started
+
+
+@dataclass(slots=True)
+class Slot:
+    """One attempt's hold on its destination: a slot, until it is set aside as slow."""
+
+    aside: bool = False
+    done: bool = False
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(frozen=True)
@@ -225,12 +240,27 @@ class Deliverer:
     def _pump(self, dest: str) -> None:
         """Start queued attempts while the destination has free slots."""
         active = self.destinations[dest]
+        loop = asyncio.get_running_loop()
         while active.queue and active.in_flight < active.limit:
             claim = active.queue.popleft()
             active.in_flight += 1
-            task = asyncio.create_task(self._attempt(claim))
+            slot = Slot()
+            slot.timer = loop.call_later(active.slow_after, self._set_aside, dest, slot)
+            task = asyncio.create_task(self._attempt(claim, slot))
             self._attempts.add(task)
             task.add_done_callback(self._attempts.discard)
+
+    def _set_aside(self, dest: str, slot: Slot) -> None:
+        """A slow attempt gives its slot to the next push, if there is room aside."""
+        active = self.destinations[dest]
+        if slot.done or slot.aside or active.aside >= active.limit:
+            return
+        slot.aside = True
+        active.in_flight -= 1
+        active.aside += 1
+        self._pump(dest)
+        if self._room(active):
+            self.wake.set()
 
     def _claim_rows(self, conn: sa.Connection, free: dict[str, int], token: str) -> list[Any]:
         # Synchronous Core in one transaction (the sqlite thread on SQLite).
@@ -260,7 +290,7 @@ class Deliverer:
 
     # ------------------------------------------------------------ attempts
 
-    async def _attempt(self, claim: Claim) -> None:
+    async def _attempt(self, claim: Claim, slot: Slot) -> None:
         row = claim.row
         active = self.destinations[row.destination_id]
         loop = asyncio.get_running_loop()
@@ -269,7 +299,7 @@ class Deliverer:
         if claim.deadline - t0 < budget:
             # Waited in the queue too long to be tried with its whole timeout inside
             # the lease: give the claim back untouched rather than risk outliving it.
-            self._done(Outcome(claim, "released", None, None, None, None, utcnow()))
+            self._done(Outcome(claim, "released", None, None, None, None, utcnow()), slot)
             return
         assert self.http is not None
         push = Push(outbox_id=row.id, destination_id=row.destination_id,
@@ -304,11 +334,18 @@ class Deliverer:
         if self.on_result is not None:
             self.on_result(row.destination_id, result.state if result.state != "pending" else "retry",
                            loop.time() - t0)
-        self._done(result)
+        self._done(result, slot)
 
-    def _done(self, outcome: Outcome) -> None:
+    def _done(self, outcome: Outcome, slot: Slot) -> None:
         dest = outcome.row.destination_id
-        self.destinations[dest].in_flight -= 1
+        active = self.destinations[dest]
+        slot.done = True
+        if slot.timer is not None:
+            slot.timer.cancel()
+        if slot.aside:
+            active.aside -= 1
+        else:
+            active.in_flight -= 1
         self._outcomes.append(outcome)
         self.completed.set()
         self._pump(dest)

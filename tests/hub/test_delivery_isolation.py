@@ -20,7 +20,7 @@ from connectors.website.simulator import WebsiteSimulator
 from hub import dead_letters, standard_webhooks
 from hub.config import RetryConfig
 from hub.daemon import Hub
-from hub.delivery import ActiveDestination, Claim, Deliverer, Outcome
+from hub.delivery import ActiveDestination, Claim, Deliverer, Outcome, Slot
 from hub.records import outbox, ticket_events, utcnow
 from hub.registry import Registry
 from hub.retry import RetryPolicy
@@ -91,6 +91,42 @@ async def test_a_hanging_push_holds_up_no_other_ticket(
     assert kinds == ["sync_failed", "sync_sent"]
 
 
+async def test_slow_attempts_give_their_slots_to_the_next_pushes(
+        registry: Registry, db_url: str, pii_key: str, site_secret: str, http: aiohttp.ClientSession,
+        website: WebsiteSimulator, receiver: Receiver) -> None:
+    """Two slots and three pushes that hang: the slow ones are set aside (two of
+    them, the bound), and the one slot left carries every other ticket's push
+    while they hang — instead of all waiting for the 5 s timeout."""
+    hung: list[str] = []
+
+    def hang(msg_id: str, arrival: int) -> float:
+        if arrival == 1 and (msg_id in hung or len(hung) < 3):
+            if msg_id not in hung:
+                hung.append(msg_id)
+            return 30
+        return 0
+
+    receiver.hang = hang
+    cfg = make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret, receiver=receiver,
+                      delivery={"tick": "50ms", "lease": "20s", "retry": FAST_RETRY},
+                      destinations=[{"id": "hook", "kind": "webhook", "url": receiver.url,
+                                     "secret": receiver.secret, "timeout": "5s", "max_in_flight": 2,
+                                     "slow_after": "200ms"}])
+    async with running(cfg, registry) as hub:
+        await asyncio.gather(*(_send(http, hub, website, website.request()) for _ in range(15)))
+
+        async def others_delivered() -> bool:
+            return sum(r.state == "delivered" for r in await _rows(hub.db)) == 12
+
+        await wait_until(others_delivered, timeout=4)  # well before the hung ones time out
+        active = hub.deliverer.destinations["hook"]
+        assert (active.aside, active.in_flight) == (2, 1)  # two set aside, the third holds a slot
+        assert {r.idempotency_key for r in await _rows(hub.db) if r.state != "delivered"} == set(hung)
+        await wait_until(lambda: _all_delivered(hub, 15), timeout=15)
+    assert all(receiver.seen[k] == 2 for k in hung)
+    assert all(n == 1 for k, n in receiver.seen.items() if k not in hung)
+
+
 async def _all_delivered(hub: Hub, n: int) -> bool:
     rows = await _rows(hub.db)
     return len(rows) == n and all(r.state == "delivered" for r in rows)
@@ -133,7 +169,7 @@ async def test_a_late_outcome_is_fenced_off_and_changes_nothing(
     # The late attempt's outcome arrives now — a failure — and finds another claim.
     late.destinations["hook"].in_flight = 1
     late._done(Outcome(Claim(rows[0], "token-late", 0.0), "pending", 503, "HTTP 503", "busy",
-                       utcnow(), utcnow()))
+                       utcnow(), utcnow()), Slot())
     assert await late.record_once() == 1
     (row,) = await _rows(db)
     assert (row.state, row.attempts, row.last_status, row.claim_token) == ("delivered", 1, 200, None)
@@ -150,7 +186,7 @@ async def test_an_attempt_whose_lease_is_gone_before_it_starts_is_not_sent(
     try:
         rows = await db.run_write(lambda conn: d._claim_rows(conn, {"hook": 1}, "token"))
         d.destinations["hook"].in_flight = 1
-        await d._attempt(Claim(rows[0], "token", asyncio.get_running_loop().time() - 1))
+        await d._attempt(Claim(rows[0], "token", asyncio.get_running_loop().time() - 1), Slot())
         assert await d.record_once() == 1
     finally:
         await d.close()
