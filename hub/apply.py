@@ -43,7 +43,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hub.bulk import insert_many, update_many
+from hub.bulk import Writes
 from hub.config import SyncRule
 from hub.errors import Quarantine
 from hub.lifecycle import OPEN_STATUSES, Outcome, decide
@@ -629,18 +629,18 @@ class Records:
 
     # ------------------------------------------------------------ write
 
-    def write(self, c: sa.Connection) -> None:
-        """Everything the batch changed, on ``c`` (the write transaction; on SQLite
-        not the connection it was loaded on): inserts in dependency order, then
-        updates, then moves."""
+    def write(self, w: Writes) -> None:
+        """Everything the batch changed, to ``w`` (on SQLite rendered now and run
+        in the write transaction later, on another connection than the one the
+        batch was loaded on): inserts in dependency order, then updates, then moves."""
         for table in (customers, identities, orders, tickets):
-            insert_many(c, table, [r.columns() for r in self.new[table.name].values()])
+            w.insert(table, [r.columns() for r in self.new[table.name].values()])
         for table, columns in ((customers, CUSTOMER_WRITES), (orders, ORDER_WRITES), (tickets, TICKET_WRITES)):
-            update_many(c, table, columns, [r.columns() for r in self.dirty[table.name].values()])
+            w.update(table, columns, [r.columns() for r in self.dirty[table.name].values()])
         for loser, winner in self.moves:
             # Rows of the loser this batch did not load follow it too.
             for table in (identities, orders, tickets):
-                c.execute(sa.update(table).where(table.c.customer_id == loser).values(customer_id=winner))
-        insert_many(c, ticket_events, self.timeline)
-        insert_many(c, customer_merges, self.merges)
-        insert_many(c, outbox, self.pushes)
+                w.reassign(table, "customer_id", loser, winner)
+        w.insert(ticket_events, self.timeline)
+        w.insert(customer_merges, self.merges)
+        w.insert(outbox, self.pushes)

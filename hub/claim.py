@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hub.bulk import update_many
+from hub.bulk import Writes
 from hub.records import raw_events
 from hub.redaction import scrub_error_text
 from hub.storage import Database
@@ -75,19 +75,22 @@ class ClaimLost(Exception):
     """Claimed events were settled by someone else meanwhile: this batch is not written."""
 
 
-def settle(conn: sa.Connection, settlements: list[Settlement], now: datetime) -> None:
+def settle(w: Writes, settlements: list[Settlement], now: datetime) -> None:
     """Write every outcome: one executemany for the settled, one for the retries.
     Only events still pending are settled; if any was not (someone else settled
     it since it was claimed — possible only where claims take no lock, SQLite's
     one pipeline), ClaimLost: the caller rolls the whole batch back."""
-    changed = update_many(conn, raw_events, _SETTLED, [
+    expected = sum(1 for s in settlements if s.state != "pending")
+
+    def all_settled(changed: int) -> None:
+        if changed != expected:
+            raise ClaimLost(f"{expected - changed} of {expected} claimed events were settled meanwhile")
+
+    w.update(raw_events, _SETTLED, [
         {"id": s.raw_id, "state": s.state, "reason": reason_text(s.reason), "mapping_version": s.mapping,
          "ticket_id": s.ticket_id, "processed_at": now} for s in settlements if s.state != "pending"],
-        only_if=("state", "pending"))
-    expected = sum(1 for s in settlements if s.state != "pending")
-    if changed is not None and changed != expected:
-        raise ClaimLost(f"{expected - changed} of {expected} claimed events were settled meanwhile")
-    update_many(conn, raw_events, ("attempts",), [
+        only_if=("state", "pending"), check=all_settled)
+    w.update(raw_events, ("attempts",), [
         {"id": s.raw_id, "attempts": s.attempts} for s in settlements if s.state == "pending"])
 
 

@@ -37,6 +37,7 @@ from cryptography.exceptions import InvalidTag
 
 from hub import claim as claims
 from hub.apply import Event, Records
+from hub.bulk import ConnectionWrites, SqliteWrites
 from hub.claim import Claimed, Settlement
 from hub.config import SyncRule
 from hub.errors import Quarantine
@@ -84,6 +85,7 @@ class Plan:
     settled: list[Settlement]
     results: list[tuple[str, str]]  # (source, done | ignored | quarantined), for the metrics
     now: datetime
+    rendered: SqliteWrites | None = None  # SQLite: the writes, ready for the driver
 
 
 class Pipeline:
@@ -109,9 +111,13 @@ class Pipeline:
         self._claimed = []
         try:
             if self.db.is_sqlite:
-                # Planned on a snapshot, written under the lock: see hub.apply.
-                plan = await self.db.run_read_sync(lambda c: self._plan(c, size))
-                results = await self.db.run_write(lambda c: self._write(c, plan))
+                # Planned and rendered on a snapshot; under the write lock only the
+                # driver's statements and the commit (hub.apply, hub.bulk).
+                plan = await self.db.run_read_sync(lambda c: self._render(self._plan(c, size)))
+                assert plan.rendered is not None
+                await self.db.run_sqlite_write(plan.rendered.run, urgent=False)
+                self._claimed = []
+                results = plan.results
             else:
                 results = await self.db.run_write(lambda c: self._write(c, self._plan(c, size)))
         except claims.ClaimLost as err:
@@ -147,7 +153,7 @@ class Pipeline:
         def count(conn: sa.Connection) -> int | None:
             attempts = claims.count_failure(conn, raw_id)
             if attempts is not None and attempts >= MAX_FAILED_ATTEMPTS:
-                claims.settle(conn, [Settlement(raw_id, "quarantined",
+                claims.settle(ConnectionWrites(conn), [Settlement(raw_id, "quarantined",
                                                 f"failed {attempts} times alone: {error_summary(err)}")],
                               utcnow())
             return attempts
@@ -200,11 +206,21 @@ class Pipeline:
 
     def _write(self, conn: sa.Connection, plan: Plan) -> list[tuple[str, str]]:
         """What the batch did, and every event's outcome, in the one write transaction."""
+        w = ConnectionWrites(conn)
         if plan.records is not None:
-            plan.records.write(conn)
-        claims.settle(conn, plan.settled, plan.now)
+            plan.records.write(w)
+        claims.settle(w, plan.settled, plan.now)
         self._claimed = []
         return plan.results
+
+    @staticmethod
+    def _render(plan: Plan) -> Plan:
+        """SQLite: the batch's writes rendered for the driver, still outside the lock."""
+        plan.rendered = SqliteWrites()
+        if plan.records is not None:
+            plan.records.write(plan.rendered)
+        claims.settle(plan.rendered, plan.settled, plan.now)
+        return plan
 
     def _normalize(self, rt: SourceRuntime | None, row: Claimed) -> Normalized:
         if rt is None:

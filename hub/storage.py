@@ -51,6 +51,7 @@ class Database:
         self._sync_thread: ThreadPoolExecutor | None = None
         self._read_thread: ThreadPoolExecutor | None = None
         self._raw: sqlite3.Connection | None = None  # the inbox's, used only in the sqlite thread
+        self._raw_trace: Callable[[str], None] | None = None  # see trace_raw
         self._pragmas = (sqlite_synchronous, int(busy_timeout * 1000))
         if self.is_sqlite:
             _install_sqlite_hooks(self.engine.sync_engine, sqlite_synchronous, int(busy_timeout * 1000))
@@ -118,9 +119,10 @@ class Database:
 
         return await asyncio.get_running_loop().run_in_executor(self._read_thread, run)
 
-    async def run_sqlite_write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def run_sqlite_write(self, work: Callable[[sqlite3.Connection], T], *, urgent: bool = True) -> T:
         """SQLite only: ``work(conn)`` on a plain sqlite3 connection as one write
-        transaction, in the sqlite thread. For the hottest writer (the inbox):
+        transaction, in the sqlite thread. For the hottest writers (the inbox,
+        ``urgent``: first in line for the lock; the pipeline's rendered batch):
         no SQLAlchemy layers, and the thread needs the GIL only between its few
         statements — each time it does, it must win it from the event loop."""
         assert self._sync_thread is not None, "run_sqlite_write is for SQLite"
@@ -130,6 +132,7 @@ class Database:
                 path = sa.engine.make_url(self.url).database or ":memory:"
                 conn = sqlite3.connect(path, timeout=self._pragmas[1] / 1000, check_same_thread=False)
                 _configure_sqlite(conn, *self._pragmas)
+                conn.set_trace_callback(self._raw_trace)
                 self._raw = conn
             conn = self._raw
             begin_immediate(conn.execute, self._pragmas[1] / 1000)
@@ -145,7 +148,14 @@ class Database:
                 raise
             return result
 
-        return await self._in_sqlite_thread(run, urgent=True)
+        return await self._in_sqlite_thread(run, urgent=urgent)
+
+    def trace_raw(self, callback: Callable[[str], None] | None) -> None:
+        """Have ``callback`` called with every statement the plain sqlite3
+        connection runs, values written in (the query-plan test explains them)."""
+        self._raw_trace = callback
+        if self._raw is not None:
+            self._raw.set_trace_callback(callback)
 
     async def _in_sqlite_thread(self, run: Callable[[], T], *, urgent: bool = False) -> T:
         assert self._sync_thread is not None
