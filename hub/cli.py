@@ -53,11 +53,27 @@ def _print_problems(title: str, err: ConfigError | MappingError) -> None:
         console.print(f"  • {p}", markup=False, highlight=False, soft_wrap=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"hub {version('aftersales-hub')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                   help="print the version and exit")] = False) -> None:
+    """After-sales channel hub."""
+
+
 @app.command("check-config")
-def check_config(path: Annotated[Path, typer.Argument(help="config file to check")]) -> None:
+def check_config(path: Annotated[Path | None, typer.Argument(help="config file to check (or -c)")] = None,
+                 config: ConfigPath = None) -> None:
     """Validate a config file (and the mappings it names) without starting; non-zero on error."""
     from hub.daemon import compile_mappings
 
+    path = _config_path(path or config)
     cfg, registry = _load(path)
     _, problems = compile_mappings(cfg, registry)
     unavailable = registry.unavailable(cfg)

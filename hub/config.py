@@ -1,18 +1,29 @@
 """The hub's configuration: one YAML file, validated by pydantic models.
 
 Secrets never sit in the file as literals: a string value may hold
-``${ENV_NAME}`` (an environment variable), ``${file:/path}`` (a file's
-content, trailing newline stripped) or ``${cred:NAME}`` (a systemd credential
-from ``$CREDENTIALS_DIRECTORY``). Every problem — a missing variable, a wrong
-type, an unknown key, a sync rule naming a destination that does not exist —
+``${NAME}`` — the environment variable NAME or, when it is not set, the
+systemd credential NAME (``LoadCredential=NAME:…``, read from
+``$CREDENTIALS_DIRECTORY``) — ``${file:/path}`` (a file's content, trailing
+newline stripped) or ``${cred:NAME}`` (only the credential). Variables not in
+the environment are also read from a ``.env`` file beside the config (the
+format of systemd's ``EnvironmentFile=``: ``NAME=value`` lines, ``#``
+comment lines), so ``cp systemd/hub.env.example .env`` is enough to try it.
+
+A source or destination with ``enabled: false`` needs none of its secrets:
+only its keys are checked (a typo is still reported), not its values.
+
+Every problem — a missing variable, a wrong type, an unknown key (with the
+nearest known one), a sync rule naming a destination that does not exist —
 is collected and reported together, each with its key path and line.
 """
 
 from __future__ import annotations
 
 import base64
+import difflib
 import os
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -420,9 +431,29 @@ def _resolve_ref(ref: str, env: Mapping[str, str]) -> str:
         return _resolve_ref("file:" + str(Path(cred_dir) / ref[5:]), env)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ref):
         raise LookupError(f"bad reference ${{{ref}}}: use ${{ENV_NAME}}, ${{file:/path}} or ${{cred:NAME}}")
-    if ref not in env:
-        raise LookupError(f"environment variable {ref} is not set")
-    return env[ref]
+    if ref in env:
+        return env[ref]
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / ref).is_file():
+        return _resolve_ref("file:" + str(Path(cred_dir) / ref), env)
+    raise LookupError(f"environment variable {ref} is not set"
+                      + (f" (nor credential {ref})" if cred_dir else ""))
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines as systemd's EnvironmentFile= reads them: blank and
+    ``#``/``;`` lines skipped, one pair of surrounding quotes removed."""
+    out: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;" or "=" not in line:
+            continue
+        name, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[name.strip()] = value
+    return out
 
 
 # ---------------------------------------------------------------- loading
@@ -435,7 +466,40 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _pydantic_problems(err: ValidationError, doc: YamlDoc, prefix: str = "") -> list[Problem]:
+def _model_at(model: Any, loc: tuple[int | str, ...]) -> Any:
+    """The pydantic model that holds the last key of ``loc`` (None if not one)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return None
+        model = _inner_model(fields[part].annotation)
+    return model
+
+
+def _inner_model(annotation: Any) -> Any:
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+        if typing.get_args(arg):
+            found = _inner_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def did_you_mean(model: Any, loc: tuple[int | str, ...]) -> str:
+    """ " (did you mean 'x'?)" for an unknown key close to a known one; else ""."""
+    holder = _model_at(model, loc[:-1]) if model is not None and loc else None
+    if holder is None or not isinstance(loc[-1], str):
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(holder.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _pydantic_problems(err: ValidationError, doc: YamlDoc, prefix: str = "",
+                       model: Any = None) -> list[Problem]:
     out = []
     for e in err.errors():
         # Drop pydantic's internal union/function tags from the location.
@@ -445,7 +509,7 @@ def _pydantic_problems(err: ValidationError, doc: YamlDoc, prefix: str = "") -> 
             path = f"{prefix}.{path}" if path else prefix
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + did_you_mean(model, loc)
         elif e["type"] == "missing":
             msg = "required key is missing"
         out.append(doc.problem(path, msg))
@@ -464,11 +528,17 @@ def parse_config(
     problems: list[Problem] = []
     if not isinstance(doc.data, dict):
         raise ConfigError([doc.problem("", "the config file must be a mapping of sections")])
-    data = expand_secrets(doc.data, "", problems, doc, env)
+    data = {}
+    for key, value in doc.data.items():
+        if key in ("sources", "destinations") and isinstance(value, list):
+            data[key] = [_expand_entry(item, f"{key}[{i}]", problems, doc, env) for i, item in enumerate(value)]
+        else:
+            data[key] = expand_secrets(value, str(key), problems, doc, env)
+    unresolved = {p.path for p in problems}  # their values' own problems would only repeat it
     try:
         cfg = HubConfig.model_validate(data)
     except ValidationError as err:
-        problems.extend(_pydantic_problems(err, doc))
+        problems.extend(p for p in _pydantic_problems(err, doc, model=HubConfig) if p.path not in unresolved)
         raise ConfigError(problems) from None
 
     sources = list(cfg.sources)
@@ -490,12 +560,40 @@ def parse_config(
                 f"{record_margin(cfg.delivery.lease):g}s to record the outcome: shorten it or lengthen the lease"))
     if registry is not None:
         for i, src in enumerate(sources):
-            sources[i] = registry.validate_source(src, f"sources[{i}]", doc, problems)
+            sources[i] = registry.validate_source(src, f"sources[{i}]", doc, _kept(src, problems))
         for i, dst in enumerate(dests):
-            dests[i] = registry.validate_destination(dst, f"destinations[{i}]", doc, problems)
+            dests[i] = registry.validate_destination(dst, f"destinations[{i}]", doc, _kept(dst, problems))
     if problems:
         raise ConfigError(problems)
     return cfg.model_copy(update={"sources": sources, "destinations": dests})
+
+
+def _expand_entry(item: Any, path: str, problems: list[Problem], doc: YamlDoc, env: Mapping[str, str]) -> Any:
+    """A source's or destination's secrets; a disabled one's are not needed."""
+    if isinstance(item, dict) and item.get("enabled") is False:
+        return expand_secrets(item, path, [], doc, env)  # what cannot be resolved stays empty
+    return expand_secrets(item, path, problems, doc, env)
+
+
+class _KeysOnly(list[Problem]):
+    """Problems of a disabled entry: only unknown keys and kinds count (its values
+    — secrets left empty, say — are checked once it is enabled)."""
+
+    def __init__(self, into: list[Problem]):
+        super().__init__()
+        self.into = into
+
+    def append(self, p: Problem) -> None:
+        if p.message.startswith(("unknown key", "unknown source kind", "unknown destination kind")):
+            self.into.append(p)
+
+    def extend(self, ps: typing.Iterable[Problem]) -> None:
+        for p in ps:
+            self.append(p)
+
+
+def _kept(entry: Any, problems: list[Problem]) -> list[Problem]:
+    return problems if entry.enabled else _KeysOnly(problems)
 
 
 def _unique_ids(items: list[Any], section: str, doc: YamlDoc, problems: list[Problem]) -> None:
@@ -512,6 +610,9 @@ def load_config(path: str | Path, registry: Any | None = None,
     if not p.is_file():
         raise ConfigError([Problem("", "config file not found", str(p))])
     doc = load_yaml(p)
+    if env is None:
+        dotenv = p.parent / ".env"
+        env = {**read_env_file(dotenv), **os.environ} if dotenv.is_file() else os.environ
     cfg = parse_config(doc, registry, env)
     if cfg.mappings_dir is None:
         # Relative to the config file, so `hub run -c /etc/hub/config.yaml` finds

@@ -73,5 +73,5 @@ def _validate(model: Any, item: Any, where: str, doc: YamlDoc, problems: list[Pr
     try:
         return model.model_validate(item.model_dump(exclude_unset=True))  # extras included
     except ValidationError as err:
-        problems.extend(_pydantic_problems(err, doc, where))
+        problems.extend(_pydantic_problems(err, doc, where, model=model))
         return item

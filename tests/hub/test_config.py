@@ -152,3 +152,57 @@ destinations: [{{id: erp, kind: erp, url: "https://erp.example/x"}}]
                          text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
     assert res.returncode == 2
     assert "destination 'erp': kind 'erp' is not available yet" in res.stderr
+
+
+def test_a_disabled_entry_needs_no_secrets_but_its_typos_are_still_reported(
+        tmp_path: Path, registry: Registry) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    p = tmp_path / "config.yaml"
+    p.write_text(f"""\
+security: {{pii_key: "{key}"}}
+sources:
+  - {{id: tb, kind: taobao, app_key: "${{TB_KEY}}", app_secret: "${{TB_SECRET}}", session: "${{TB_S}}",
+     enabled: false}}
+  - {{id: jd, kind: jd, app_key: "${{JD_KEY}}", enabled: false, poll_evrey: 5m}}
+""")
+    with pytest.raises(ConfigError) as info:
+        load_config(p, registry, env={})
+    (only,) = info.value.problems  # nothing about TB_* or JD_KEY: they are disabled
+    assert (only.path, only.message) == ("sources[1].poll_evrey", "unknown key (did you mean 'poll_every'?)")
+    # Enabled, the same entry needs its secrets.
+    p.write_text(p.read_text().replace("poll_evrey: 5m", "poll_every: 5m").replace(
+        "enabled: false}\n  - {id: jd", "enabled: true}\n  - {id: jd"))
+    with pytest.raises(ConfigError) as info:
+        load_config(p, registry, env={})
+    assert {pr.path for pr in info.value.problems} == {"sources[0].app_key", "sources[0].app_secret",
+                                                       "sources[0].session"}
+
+
+def test_unknown_keys_name_the_nearest_known_one(tmp_path: Path, registry: Registry) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    p = tmp_path / "config.yaml"
+    p.write_text(f"""\
+security: {{pii_key: "{key}"}}
+server: {{listne: "127.0.0.1:8080", max_body: 10}}
+delivery: {{retry: {{inital: 5s}}}}
+""")
+    with pytest.raises(ConfigError) as info:
+        load_config(p, registry, env={})
+    got = {pr.path: pr.message for pr in info.value.problems}
+    assert got == {"server.listne": "unknown key (did you mean 'listen'?)",
+                   "server.max_body": "unknown key (did you mean 'max_body_bytes'?)",
+                   "delivery.retry.inital": "unknown key (did you mean 'initial'?)"}
+
+
+def test_variables_not_in_the_environment_come_from_dot_env_beside_the_config(
+        tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    (tmp_path / "config.yaml").write_text('security: {pii_key: "${HUB_TEST_DOTENV_KEY}"}\n')
+    (tmp_path / ".env").write_text(f"# a comment\n\nHUB_TEST_DOTENV_KEY=\"{key}\"\n")
+    monkeypatch.delenv("HUB_TEST_DOTENV_KEY", raising=False)
+    cfg = load_config(tmp_path / "config.yaml", registry)
+    assert cfg.security.pii_key.get_secret_value() == key  # type: ignore[union-attr]
+    # The environment wins over the file.
+    other = base64.b64encode(os.urandom(32)).decode()
+    monkeypatch.setenv("HUB_TEST_DOTENV_KEY", other)
+    assert load_config(tmp_path / "config.yaml", registry).security.pii_key.get_secret_value() == other  # type: ignore[union-attr]
