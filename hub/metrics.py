@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 
 
 def children(metric: Any) -> Callable[..., Any]:
@@ -25,6 +37,11 @@ def children(metric: Any) -> Callable[..., Any]:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_* (CPU, RSS, open fds), python_gc_*, python_info: as every Python exporter has them.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        build = Info("hub_build", "The running hub's version and Python.", registry=self.registry)
+        build.info({"version": _version(), "python": platform.python_version()})
         r = self.registry
         self.ingest = Counter("hub_ingest_requests_total", "Webhook requests by source and result",
                               ["source", "result"], registry=r)
@@ -75,3 +92,10 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _version() -> str:
+    try:
+        return version("aftersales-hub")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"

@@ -3,6 +3,7 @@ Retry-After, and per-ticket ordering."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -139,3 +140,15 @@ async def test_metrics_show_a_failing_destination_as_degraded(
     await receiver.wait_for(1)
     await wait_until(lambda: 'hub_destination_degraded{destination="hook"} 0.0'
                      in hub.metrics.render().decode())
+
+
+async def test_metrics_carry_the_build_and_the_process(hub: Hub, http: aiohttp.ClientSession) -> None:
+    from importlib.metadata import version
+
+    async with http.get(f"http://127.0.0.1:{hub.port}/metrics") as r:
+        assert r.status == 200
+        text = await r.text()
+    assert f'hub_build_info{{python="{sys.version.split()[0]}",version="{version("aftersales-hub")}"}} 1.0' in text
+    rss = next(line for line in text.splitlines() if line.startswith("process_resident_memory_bytes "))
+    assert float(rss.split()[1]) > 10_000_000  # a real process's, not a placeholder
+    assert "python_gc_collections_total" in text
