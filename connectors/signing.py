@@ -1,6 +1,6 @@
 """Request signing shared by Taobao TOP and JD JOS: both sort the parameters by
 name, concatenate name+value with no separators, and digest that with the app
-secret — JD's md5 scheme is TOP's ``sign_method=md5`` (PLATFORMS.md §1.2, §2.1).
+secret — JD's md5 scheme is TOP's ``sign_method=md5`` (docs/platforms.md §1.2, §2.1).
 And the one way every connector compares a signature it was given."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The writer takes everything queued (up to ``batch_max`` rows), inserts it in
 one transaction with ``ON CONFLICT DO NOTHING`` on (source_id, dedupe_key),
 commits, and only then resolves the futures — so a request is acknowledged
 only after its events are on disk, while one fsync serves every request that
-arrived during the previous commit (DESIGN §3). Batches form by themselves
+arrived during the previous commit (docs/architecture.md §3). Batches form by themselves
 under load; ``batch_delay`` can make them larger at the cost of latency.
 
 On SQLite the whole transaction is one hop to the database thread (plain
@@ -253,7 +253,7 @@ def _fail(fut: asyncio.Future[Stored], err: Exception) -> None:
 
 def render_rows(db: Database, events: list[NewRawEvent], now: datetime) -> list[tuple[Any, ...]]:
     """Rows as the driver takes them: timestamp and JSON already rendered, so the
-    hot path skips per-row type processing (DESIGN §3)."""
+    hot path skips per-row type processing (docs/architecture.md §3)."""
     # What records.UTCDateTime + the dialect would bind: naive UTC text on SQLite.
     received_at: Any = sqlite_time(now) if db.is_sqlite else now
     return [(e.source_id, e.dedupe_key, received_at, orjson.dumps(e.headers).decode(), e.body)

@@ -1,4 +1,4 @@
-"""The declarative mapping engine (DESIGN §6).
+"""The declarative mapping engine (docs/architecture.md §6).
 
 An *inbound* mapping (``mappings/<name>.yaml``, ``kind: inbound``) says how a
 raw event becomes ticket, order and customer fields and what its dedupe key

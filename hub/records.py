@@ -1,9 +1,9 @@
-"""The standard records (DESIGN §2) as SQLModel tables.
+"""The standard records (docs/architecture.md §2) as SQLModel tables.
 
 Money is an integer number of fen. Times are timezone-aware UTC: SQLite keeps
 no zone, so :class:`UTCDateTime` stores naive UTC and hands back aware values.
 Hot paths (inbox insert, claims, outbox writes) use these tables' ``__table__``
-with SQLAlchemy Core rather than ORM sessions (DESIGN §3).
+with SQLAlchemy Core rather than ORM sessions (docs/architecture.md §3).
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ class SourceState(SQLModel, table=True):
     """A polled source's lease and health, readable by every hub process.
 
     Exactly one process polls a source at a time: it holds the lease until
-    ``lease_until`` and renews it with every page it commits (DESIGN §9).
+    ``lease_until`` and renews it with every page it commits (docs/architecture.md §9).
     """
 
     __tablename__ = "source_state"

@@ -57,7 +57,7 @@ class Database:
             _install_sqlite_hooks(self.engine.sync_engine, sqlite_synchronous, int(busy_timeout * 1000))
             # Statement-heavy transactions (the pipeline) run on the plain sqlite3
             # driver in one worker thread: aiosqlite hops threads several times per
-            # statement, which costs more than the statement itself (DESIGN §3).
+            # statement, which costs more than the statement itself (docs/architecture.md §3).
             self._sync_engine = sa.create_engine(
                 sa.engine.make_url(url).set(drivername="sqlite"), echo=echo,
                 connect_args={"timeout": busy_timeout, "check_same_thread": False},

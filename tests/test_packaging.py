@@ -119,3 +119,24 @@ def test_the_shipped_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     run = subprocess.run(["systemd-analyze", "verify", f"--root={root}", str(broken)],
                          capture_output=True, text=True)
     assert "Unknown key 'DynamicUsr'" in run.stdout + run.stderr
+
+
+def _tracked(*patterns: str) -> list[Path]:
+    out = subprocess.run(["git", "ls-files", *patterns], cwd=ROOT, capture_output=True, text=True, check=True)
+    return [ROOT / line for line in out.stdout.splitlines() if (ROOT / line).is_file()]
+
+
+def test_docs_and_docstrings_point_only_inside_the_repository() -> None:
+    """The repository stands alone: no reference to a design or notes file
+    outside it, and every relative link in the README and docs/ resolves."""
+    outside = re.compile(r"\.\./shared|shared/(DESIGN|PLATFORMS)|\bDESIGN §|\bDESIGN\.md|(?<!docs/)\bPLATFORMS\.md")
+    found = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}"
+             for p in _tracked("*.py", "*.md", "*.yaml", "*.toml", "systemd/*")
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if outside.search(line)]
+    assert not found, "\n".join(found)
+    broken = []
+    for doc in _tracked("README.md", "docs/*.md"):
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc.read_text(encoding="utf-8")):
+            if "://" not in target and not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(ROOT)} → {target}")
+    assert not broken, broken

@@ -4,7 +4,7 @@ Manifest: kind ``callcenter``, ingress ``webhook`` (``POST
 /webhooks/{source_id}?action=cdr``), auth HTTP Basic or an HMAC-SHA256 body
 signature, default format Tencent Cloud Contact Center's CDR push, default
 mapping ``mappings/callcenter.yaml``. References: see ``connector.py``;
-shared/PLATFORMS.md §4.
+docs/platforms.md §4.
 """
 
 from connectors.callcenter.connector import SPEC as CONNECTOR

@@ -1,6 +1,6 @@
 """Call-center source: call detail records (CDR) pushed after each call.
 
-Default format: Tencent Cloud Contact Center's CDR push (shared/PLATFORMS.md
+Default format: Tencent Cloud Contact Center's CDR push (docs/platforms.md
 §4; https://cloud.tencent.com/document/product/679/67257): ``POST
 {url}?action=cdr&version=1`` with JSON ``SessionId``, ``Caller``, ``Callee``,
 ``Direction`` (0 inbound, 1 outbound), ``StartTimestamp`` /

@@ -1,6 +1,6 @@
 """A JD Open Platform (JOS, 京东宙斯) API client: signing, envelopes, error codes.
 
-References (see also shared/PLATFORMS.md §2):
+References (see also docs/platforms.md §2):
 - 【开发规范】 http://help.jd.com/jos/question-580.html: gateway
   ``/routerjson``, system parameters (``method``, ``access_token``,
   ``app_key``, ``timestamp``, ``v=2.0``), business parameters as one

@@ -1,6 +1,6 @@
 """JD source: after-sales service orders (服务单) polled from JOS.
 
-References (shared/PLATFORMS.md §2.3):
+References (docs/platforms.md §2.3):
 - ``jingdong.asc.query.list`` (服务单列表): request parameters from JD's
   official SDK class ``AscQueryListRequest`` (``updateTimeBegin``/``End``,
   ``pageNumber``, ``pageSize``, ``buId``, ``operatePin`` …).

@@ -1,6 +1,6 @@
 """A Taobao Open Platform (TOP) API client: signing, envelopes, error codes.
 
-References (see also shared/PLATFORMS.md §1):
+References (see also docs/platforms.md §1):
 - "API调用方法详解", open.taobao.com docId=101617 (mirrors at
   api.1688.com/doc2/detail.htm?articleId=101617 and open.alitrip.com):
   gateway, common parameters, the signing algorithm and its worked example
@@ -35,7 +35,7 @@ from hub.records import utcnow
 
 SIGN_METHODS = ("md5", "hmac", "hmac-sha256")
 
-# Codes below 100 are the platform's own (PLATFORMS.md §1.3).
+# Codes below 100 are the platform's own (docs/platforms.md §1.3).
 THROTTLE_CODES = {4, 5, 6, 7, 8}           # user/session/partner/app call limits, frequency
 AUTH_CODES = {11, 12, 13, 24, 25, 26, 27, 28, 29}  # permissions, signature, session, app key
 TRANSIENT_CODES = {3, 10}                  # upload failed, service currently unavailable

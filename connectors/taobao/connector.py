@@ -1,6 +1,6 @@
 """Taobao/Tmall source: refunds polled from TOP, refund messages taken from TMC.
 
-References (shared/PLATFORMS.md §1):
+References (docs/platforms.md §1):
 - ``taobao.refunds.receive.get`` (查询卖家收到的退款列表): fields, statuses,
   ``start_modified``/``end_modified``, ``page_no``/``page_size`` (max 100),
   ``total_results`` — developer.alibaba.com/docs/doc.htm?treeId=568&articleId=52

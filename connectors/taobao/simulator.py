@@ -3,7 +3,7 @@
 It checks every call as the gateway does — app key, timestamp within 10
 minutes of its clock, ``v=2.0``, the signature for the given ``sign_method``,
 the session — and answers failures with TOP's own ``error_response`` bodies
-(codes 7, 25, 27, 29, …; PLATFORMS.md §1.3). It meters calls per app and
+(codes 7, 25, 27, 29, …; docs/platforms.md §1.3). It meters calls per app and
 answers code 7 "App Call Limited" with a ban time when over quota (or when
 told to, ``quota.inject(n)``). Its store of trades and refunds moves through
 Taobao's refund statuses over time; every move bumps ``modified`` and queues

@@ -14,7 +14,7 @@ makes the one call that brings Taobao there:
 When Taobao is already there (the change came *from* Taobao, or an earlier
 attempt landed), nothing is called: the push succeeds as a no-op, so the
 write-back never echoes the platform's own moves back at it. API references:
-PLATFORMS.md §1.5 (``bububa/opentaobao:model/refund/*APIRequest.go``).
+docs/platforms.md §1.5 (``bububa/opentaobao:model/refund/*APIRequest.go``).
 """
 
 from __future__ import annotations

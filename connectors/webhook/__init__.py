@@ -1,4 +1,4 @@
-"""The generic signed webhook destination (DESIGN §5).
+"""The generic signed webhook destination (docs/architecture.md §5).
 
 Manifest: kind ``webhook``; pushes the standard envelope rendered by
 ``mappings/webhook.yaml``, signed the Standard Webhooks way (``webhook-id``

@@ -1,4 +1,4 @@
-"""Signed JSON POST to a URL; the shape every push follows (DESIGN §5)."""
+"""Signed JSON POST to a URL; the shape every push follows (docs/architecture.md §5)."""
 
 from __future__ import annotations
 

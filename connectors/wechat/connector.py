@@ -1,7 +1,7 @@
 """WeChat mini-program / 微信小店 message push: URL check, plain and safe mode,
 XML and JSON, customer-service messages and after-sale events.
 
-References (shared/PLATFORMS.md §3):
+References (docs/platforms.md §3):
 - Message push: https://developers.weixin.qq.com/miniprogram/dev/framework/server-ability/message-push.html
   (GET ``signature``/``timestamp``/``nonce``/``echostr``; POST plain or
   ``encrypt_type=aes`` with ``msg_signature``; XML or JSON; answer ``success``

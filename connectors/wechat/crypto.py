@@ -3,7 +3,7 @@
 References: the mini-program message-push page
 https://developers.weixin.qq.com/miniprogram/dev/framework/server-ability/message-push.html
 ("消息解密方式为安全模式"), the official WXBizMsgCrypt sample, and wechatpy's
-``crypto/base.py`` / ``pkcs7.py`` (shared/PLATFORMS.md §3.1, vectors V3–V8):
+``crypto/base.py`` / ``pkcs7.py`` (docs/platforms.md §3.1, vectors V3–V8):
 
 - ``signature = sha1(sorted([token, timestamp, nonce]) joined)`` (lower-case hex);
   in safe mode ``msg_signature`` adds the ``Encrypt`` text to the sorted list.

@@ -13,7 +13,7 @@ import respx
 from connectors.taobao.client import TopClient, classify_error, response_key, sign, sign_string
 from hub.errors import SourceAuthError, SourceRejected, SourceThrottled, SourceTransient
 
-# The worked example of open.taobao.com docId=101617 (PLATFORMS.md V1).
+# The worked example of open.taobao.com docId=101617 (docs/platforms.md V1).
 V1_PARAMS = {
     "method": "taobao.item.seller.get", "app_key": "12345678", "session": "test",
     "timestamp": "2016-01-01 12:00:00", "format": "json", "v": "2.0", "sign_method": "md5",

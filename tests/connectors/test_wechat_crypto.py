@@ -1,5 +1,5 @@
 """WeChat signatures and safe mode against WeChat's own published vectors
-(shared/PLATFORMS.md V3–V7) and the failures a forged message must meet."""
+(docs/platforms.md V3–V7) and the failures a forged message must meet."""
 
 from __future__ import annotations
 
