@@ -40,6 +40,7 @@ from tests.hostile import hostile_values, paths, replaced
 PASSWORD = "cc-push-password-1"
 CC_SECRET = "cc-signing-secret"
 WX_TOKEN = "wx-token"
+ADMIN_TOKEN = "fuzz-admin-token-0123456789"
 
 
 @dataclass
@@ -72,7 +73,9 @@ def live(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                  {"id": "cc-signed", "kind": "callcenter", "signature_secret": CC_SECRET},
                  {"id": "wx", "kind": "wechat", "app_id": "wx1234567890abcdef", "token": WX_TOKEN,
                   "encoding_aes_key": new_aes_key(), "fetch_details": False}],
-        server={"listen": "127.0.0.1:0", "max_body_bytes": 65536, "body_timeout": "5s"})
+        server={"listen": "127.0.0.1:0", "max_body_bytes": 65536, "body_timeout": "5s"},
+        security={"pii_key": base64.b64encode(os.urandom(32)).decode(),
+                  "tokens": [{"name": "fuzz", "token": ADMIN_TOKEN, "role": "admin"}]})
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -138,11 +141,18 @@ bodies = st.one_of(
                      b'<!DOCTYPE x [<!ENTITY a "aaaa">]><xml>&a;</xml>', b"\xff\xfe\x00\x01"]))
 queries = st.one_of(st.just(b""), st.binary(max_size=80).map(lambda b: urllib.parse.quote_from_bytes(b).encode()),
                     st.sampled_from([b"action=cdr", b"action=record", b"action=%ff", b"encrypt_type=aes",
-                                     b"echostr=x&signature=y&timestamp=1&nonce=2", b"a=%zz&&==&"]))
+                                     b"echostr=x&signature=y&timestamp=1&nonce=2", b"a=%zz&&==&",
+                                     b"limit=-5&before=99999999999999999999999", b"since=%ff&until=2026-13-01",
+                                     b"customer_id=1e9&status=%00", b"limit=" + b"9" * 5000]))
 ENDPOINTS = [("POST", "/webhooks/site"), ("POST", "/webhooks/cc"), ("POST", "/webhooks/cc-signed"),
              ("POST", "/webhooks/wx"), ("GET", "/webhooks/wx"), ("GET", "/healthz"), ("GET", "/readyz"),
              ("GET", "/metrics"), ("POST", "/webhooks/nope"), ("PUT", "/webhooks/site"),
-             ("DELETE", "/metrics"), ("GET", "/%ff%fe/../x")]
+             ("DELETE", "/metrics"), ("GET", "/%ff%fe/../x"),
+             # The admin API; "signed" here means with a valid bearer token.
+             ("GET", "/api/v1/openapi.json"), ("GET", "/api/v1/sources"), ("GET", "/api/v1/tickets"),
+             ("GET", "/api/v1/tickets/1"), ("GET", "/api/v1/customers/1"), ("GET", "/api/v1/outbox"),
+             ("GET", "/api/v1/dead-letters"), ("POST", "/api/v1/dead-letters/1/retry"),
+             ("POST", "/api/v1/dead-letters/1/drop"), ("GET", "/api/v1/audit"), ("PATCH", "/api/v1/audit")]
 FRAMING = {"content-length", "transfer-encoding", "connection", "host", "expect", "upgrade", "te", "trailer"}
 
 
@@ -169,6 +179,8 @@ def signed_headers(live: Live, endpoint: str, body: bytes, headers: dict[str, by
         nonce = "n0nce"
         params = f"timestamp={now}&nonce={nonce}&signature={signature(WX_TOKEN, str(now), nonce)}"
         return headers, params.encode() + (b"&" + query if query else b"")
+    if endpoint.startswith("/api/"):
+        return {**headers, "authorization": b"Bearer " + ADMIN_TOKEN.encode()}, query
     return headers, query
 
 

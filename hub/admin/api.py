@@ -1,0 +1,292 @@
+"""The admin API, ``/api/v1``: sources, tickets, customers, pushes, dead letters, audit.
+
+Every endpoint is one entry of :data:`ENDPOINTS` — method, path, the role it
+needs, its query parameters and what it does — from which both the routes and
+the OpenAPI document (``GET /api/v1/openapi.json``, no token needed: it holds
+no data) are made, so the two cannot drift apart. Answers are JSON; errors
+are ``{"error", "message"}`` with 400 (a bad parameter), 401 (no or unknown
+token, with ``WWW-Authenticate: Bearer``), 403 (a role that may not), 404.
+Actions (retry, drop) are written to the audit log with the token's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from hub import dead_letters
+from hub.admin import queries
+from hub.admin.auth import Forbidden, Principal, Tokens, Unauthorized
+from hub.polling import source_states
+from hub.views import iso
+
+if TYPE_CHECKING:
+    from hub.daemon import Hub
+
+PREFIX = "/api/v1"
+log = structlog.get_logger("hub.admin")
+
+
+class BadRequest(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str = "string"   # string | integer | date-time
+    where: str = "query"   # query | path
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    role: str | None                 # None: no token needed
+    summary: str
+    handler: Callable[[Hub, web.Request, Principal | None], Awaitable[Any]]
+    params: tuple[Param, ...] = field(default_factory=tuple)
+    body: dict[str, Any] | None = None  # JSON schema of the request body
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps({"error": code, "message": message}),
+                        content_type="application/json", headers=headers)
+
+
+def _arg(request: web.Request, p: Param) -> Any:
+    raw = request.match_info.get(p.name) if p.where == "path" else request.query.get(p.name)
+    if raw is None or raw == "":
+        return None
+    if p.kind == "integer":
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequest(f"{p.name} must be an integer, got {raw[:40]!r}") from None
+        if not -2**63 <= value < 2**63:  # what the database's integers hold
+            raise BadRequest(f"{p.name} is out of range")
+        return value
+    if p.kind == "date-time":
+        try:
+            when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest(f"{p.name} must be an ISO 8601 time, got {raw[:40]!r}") from None
+        if when.tzinfo is None:
+            raise BadRequest(f"{p.name} needs a time zone (…Z or …+08:00)")
+        return when
+    return raw
+
+
+def _args(request: web.Request, params: tuple[Param, ...]) -> dict[str, Any]:
+    return {p.name: _arg(request, p) for p in params}
+
+
+# ---------------------------------------------------------------- handlers
+
+async def _sources(hub: Hub, _request: web.Request, _who: Principal | None) -> Any:
+    states = await source_states(hub.db)
+    out = []
+    for s in hub.config.sources:
+        kind = hub.registry.sources.get(s.kind)
+        st = states.get(s.id, {})
+        out.append({"id": s.id, "kind": s.kind, "enabled": s.enabled,
+                    "intake": "poll" if kind is not None and kind.poller is not None else "webhook",
+                    "healthy": st.get("healthy"), "circuit": st.get("circuit"),
+                    "last_success_at": iso(st.get("last_success_at")), "lag_seconds": st.get("lag_seconds"),
+                    "last_error": st.get("last_error"), "last_error_at": iso(st.get("last_error_at")),
+                    "lease_owner": st.get("lease_owner"), "lease_until": iso(st.get("lease_until"))})
+    return {"sources": out}
+
+
+_PAGE = (Param("before", "integer", help="ids below this: the last id of the previous page"),
+         Param("limit", "integer", help=f"at most this many (default 50, at most {queries.MAX_LIMIT})"))
+_TICKET_FILTERS = (Param("channel"), Param("status"), Param("type"), Param("customer_id", "integer"),
+                   Param("order", help="the order's external number, any channel"),
+                   Param("since", "date-time", help="created at or after"),
+                   Param("until", "date-time", help="created before"), *_PAGE)
+
+
+async def _tickets(hub: Hub, request: web.Request, _who: Principal | None) -> Any:
+    a = _args(request, _TICKET_FILTERS)
+    a["limit"] = a["limit"] or 50
+    return {"tickets": await queries.list_tickets(hub.db, queries.TicketFilter(**a))}
+
+
+_ID = (Param("id", "integer", "path"),)
+
+
+async def _ticket(hub: Hub, request: web.Request, who: Principal | None) -> Any:
+    assert who is not None
+    found = await queries.ticket_detail(hub.db, hub.cipher, _args(request, _ID)["id"], pii=who.pii)
+    if found is None:
+        raise web.HTTPNotFound(text="no such ticket")
+    return found
+
+
+async def _customer(hub: Hub, request: web.Request, who: Principal | None) -> Any:
+    assert who is not None
+    found = await queries.customer_detail(hub.db, hub.cipher, _args(request, _ID)["id"], pii=who.pii)
+    if found is None:
+        raise web.HTTPNotFound(text="no such customer")
+    return found
+
+
+_PUSH_FILTERS = (Param("state", help="pending | delivered | dead | dropped"), Param("destination"), *_PAGE)
+
+
+async def _pushes(hub: Hub, request: web.Request, who: Principal | None) -> Any:
+    assert who is not None
+    a = _args(request, _PUSH_FILTERS)
+    return {"pushes": await queries.list_pushes(hub.db, pii=who.pii, state=a["state"],
+                                                destination=a["destination"], before=a["before"],
+                                                limit=a["limit"] or 50)}
+
+
+async def _dead(hub: Hub, request: web.Request, who: Principal | None) -> Any:
+    assert who is not None
+    dest = _args(request, (Param("destination"),))["destination"]
+    rows = await dead_letters.list_dead(hub.db, dest)
+    return {"dead_letters": [{
+        "id": d.id, "destination_id": d.destination_id, "ticket_id": d.ticket_id, "event_type": d.event_type,
+        "attempts": d.attempts, "last_status": d.last_status,
+        "last_error": queries._masked(d.last_error, who.pii),
+        "last_response": queries._masked(d.last_response, who.pii),
+        "first_attempt_at": iso(d.first_attempt_at), "held": d.held} for d in rows]}
+
+
+async def _retry(hub: Hub, request: web.Request, who: Principal | None) -> Any:
+    assert who is not None
+    push_id = _args(request, _ID)["id"]
+    if not await dead_letters.retry(hub.db, [push_id], actor=f"api:{who.name}"):
+        raise web.HTTPNotFound(text=f"push {push_id} is not a dead letter")
+    hub.deliverer.wake.set()
+    return {"retried": push_id}
+
+
+async def _drop(hub: Hub, request: web.Request, who: Principal | None) -> Any:
+    assert who is not None
+    push_id = _args(request, _ID)["id"]
+    try:
+        body = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body must be JSON: {\"reason\": \"…\"}") from None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if not isinstance(reason, str) or not reason.strip():
+        raise BadRequest("say why the push is dropped: {\"reason\": \"…\"}")
+    if not await dead_letters.drop(hub.db, [push_id], actor=f"api:{who.name}", reason=reason[:500]):
+        raise web.HTTPNotFound(text=f"push {push_id} is not a dead letter")
+    hub.deliverer.wake.set()
+    return {"dropped": push_id}
+
+
+async def _audit(hub: Hub, request: web.Request, _who: Principal | None) -> Any:
+    a = _args(request, _PAGE)
+    return {"audit": await queries.list_audit(hub.db, before=a["before"], limit=a["limit"] or 50)}
+
+
+async def _openapi(_hub: Hub, _request: web.Request, _who: Principal | None) -> Any:
+    return openapi()
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/openapi.json", None, "This document", _openapi),
+    Endpoint("GET", "/sources", "viewer", "Every source: kind, health, circuit, lag, last error, lease", _sources),
+    Endpoint("GET", "/tickets", "viewer", "Tickets, newest first, filtered", _tickets, _TICKET_FILTERS),
+    Endpoint("GET", "/tickets/{id}", "viewer", "A ticket with its order, customer, timeline, raw events and "
+             "pushes", _ticket, _ID),
+    Endpoint("GET", "/customers/{id}", "viewer", "A customer with identities, orders and tickets", _customer, _ID),
+    Endpoint("GET", "/outbox", "viewer", "Pushes, newest first (payloads only for tokens with pii)", _pushes,
+             _PUSH_FILTERS),
+    Endpoint("GET", "/dead-letters", "viewer", "Pushes that gave up, each with how many it holds back", _dead,
+             (Param("destination"),)),
+    Endpoint("POST", "/dead-letters/{id}/retry", "operator", "Send a dead push again; the ones behind it "
+             "follow in order", _retry, _ID),
+    Endpoint("POST", "/dead-letters/{id}/drop", "operator", "Give up on a dead push; the ones behind it go on",
+             _drop, _ID, {"type": "object", "required": ["reason"],
+                          "properties": {"reason": {"type": "string"}}}),
+    Endpoint("GET", "/audit", "admin", "Admin actions: who, what, when, before and after", _audit, _PAGE),
+)
+
+
+def add_routes(app: web.Application, hub: Hub) -> None:
+    tokens = Tokens(list(hub.config.security.tokens))
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for ep in ENDPOINTS:
+        by_path.setdefault(ep.path, {})[ep.method] = ep
+    for path, methods in by_path.items():
+        for method, ep in methods.items():
+            app.router.add_route(method, PREFIX + path, _handler(hub, tokens, ep))
+        allow = ", ".join(methods)
+
+        async def not_allowed(request: web.Request, allow: str = allow) -> web.Response:
+            return _error(405, "method_not_allowed", f"{request.method} is not allowed here; use {allow}",
+                          {"Allow": allow})
+
+        app.router.add_route("*", PREFIX + path, not_allowed)
+
+
+def _handler(hub: Hub, tokens: Tokens, ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            who = tokens.require(request.headers.get("Authorization"), ep.role) if ep.role else None
+            return _json(await ep.handler(hub, request, who))
+        except Unauthorized as err:
+            return _error(401, "unauthorized", str(err), {"WWW-Authenticate": 'Bearer realm="hub"'})
+        except Forbidden as err:
+            return _error(403, "forbidden", str(err))
+        except BadRequest as err:
+            return _error(400, "bad_request", str(err))
+        except web.HTTPNotFound as err:
+            return _error(404, "not_found", err.text or "not found")
+        except Exception:
+            log.exception("admin API error", path=request.path)
+            return _error(500, "internal_error", "internal error; see the hub's log")
+    return handle
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of :data:`ENDPOINTS`."""
+    paths: dict[str, Any] = {}
+    for ep in ENDPOINTS:
+        op: dict[str, Any] = {
+            "summary": ep.summary,
+            "parameters": [{"name": p.name, "in": p.where, "required": p.where == "path",
+                            "description": p.help,
+                            "schema": {"type": "string", "format": "date-time"} if p.kind == "date-time"
+                            else {"type": p.kind}} for p in ep.params],
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {}}}},
+                          **({"401": {"description": "no or unknown token"},
+                              "403": {"description": f"needs the {ep.role} role"}} if ep.role else {}),
+                          **({"404": {"description": "not found"}} if "{" in ep.path else {})},
+        }
+        if ep.role:
+            op["security"] = [{"bearer": []}]
+            op["x-role"] = ep.role
+        if ep.body is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ep.body}}}
+        paths.setdefault(PREFIX + ep.path, {})[ep.method.lower()] = op
+    return {"openapi": "3.1.0",
+            "info": {"title": "After-sales hub admin API", "version": _version(),
+                     "description": "Bearer tokens from security.tokens; roles viewer < operator < admin; "
+                                    "phones, addresses, e-mails and names masked without the pii grant."},
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "paths": paths}
+
+
+def _version() -> str:
+    try:
+        return version("aftersales-hub")
+    except PackageNotFoundError:
+        return "unknown"
