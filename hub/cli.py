@@ -24,7 +24,9 @@ dlq_app = typer.Typer(no_args_is_help=True,
                       help="Dead letters: pushes that gave up, each holding its ticket's later pushes.")
 app.add_typer(db_app, name="db")
 app.add_typer(mapping_app, name="mapping")
+tickets_app = typer.Typer(no_args_is_help=True, help="Tickets.")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(tickets_app, name="tickets")
 console = Console(stderr=True)
 out = Console()
 
@@ -218,6 +220,45 @@ def sources(config: ConfigPath = None) -> None:
     out.print(table)
 
 
+@app.command()
+def status(config: ConfigPath = None) -> None:
+    """The hub's health at a glance: sources, the inbox and every destination's pushes."""
+    from rich.table import Table
+
+    from hub import backlog
+    from hub.polling import source_states
+
+    cfg, registry = _load(config)
+    dests = [d.id for d in cfg.destinations if d.enabled]
+
+    async def work(db: Any) -> tuple[Any, dict[str, dict[str, Any]]]:
+        return await backlog.count(db, dests), await source_states(db)
+
+    counts, states = _with_db(config, work)
+    table = Table(title="sources")
+    for col in ("id", "kind", "enabled", "health", "last success", "last error"):
+        table.add_column(col)
+    for s in cfg.sources:
+        st = states.get(s.id, {})
+        kind = registry.sources.get(s.kind)
+        if "healthy" in st:
+            health = "[green]healthy[/]" if st["healthy"] else f"[red]unhealthy[/] ({st['circuit']})"
+        else:
+            health = "never polled" if kind is not None and kind.poller is not None else "webhook"
+        table.add_row(s.id, s.kind, "yes" if s.enabled else "[dim]no[/]", health,
+                      str(st.get("last_success_at") or ""), (st.get("last_error") or "")[:60])
+    out.print(table)
+    inbox = counts.inbox
+    out.print(f"inbox: {inbox['pending']} pending, {inbox['quarantined']} quarantined, {inbox['done']} done",
+              highlight=False)
+    pushes = Table(title="destinations")
+    for col in ("id", "pending", "dead", "held behind a dead letter"):
+        pushes.add_column(col)
+    for d, n in counts.outbox.items():
+        pushes.add_row(d, str(n["pending"]), f"[red]{n['dead']}[/]" if n["dead"] else "0", str(n["held"]))
+    out.print(pushes)
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigPath = None) -> None:
     """Apply database migrations up to the newest."""
@@ -305,6 +346,48 @@ def _with_db(config: Path | None, work: Any) -> Any:
 
 def _actor() -> str:
     return f"cli:{os.environ.get('SUDO_USER') or os.environ.get('USER') or 'unknown'}"
+
+
+@tickets_app.command("show")
+def tickets_show(ticket_id: Annotated[int, typer.Argument(help="ticket id")], config: ConfigPath = None,
+                 pii: Annotated[bool, typer.Option("--pii", help="show contacts unmasked")] = False) -> None:
+    """A ticket with its order, customer, timeline, raw events and pushes."""
+    from rich.table import Table
+
+    from hub.admin.queries import ticket_detail
+    from hub.pii import PiiCipher
+
+    cfg, _ = _load(config)
+    cipher = PiiCipher.from_config(cfg.security)
+    found = _with_db(config, lambda db: ticket_detail(db, cipher, ticket_id, pii=pii))
+    if found is None:
+        console.print(f"[red]no ticket {ticket_id}[/]")
+        raise typer.Exit(1)
+    t, c, o = found["ticket"], found["customer"], found["order"]
+    out.print(f"[bold]ticket {t['id']}[/] {t['channel']}/{t['source_id']} {t['external_id']} — "
+              f"{t['type']}, [bold]{t['status']}[/], refund {_yuan(t['refund_amount'])}", highlight=False)
+    if o:
+        out.print(f"order {o['external_id']} ({o['channel']}), paid {_yuan(o['paid_amount'])}", highlight=False)
+    if c:
+        out.print(f"customer {c['id']}: {c['display_name'] or ''} {c['phone'] or ''} {c['email'] or ''}",
+                  highlight=False)
+    timeline = Table(title="timeline")
+    for col in ("at", "kind", "from", "to", "raw event"):
+        timeline.add_column(col)
+    for e in found["timeline"]:
+        timeline.add_row(e["at"], e["kind"], e["from"] or "", e["to"] or "", str(e["raw_event_id"] or ""))
+    out.print(timeline)
+    pushes = Table(title="pushes")
+    for col in ("id", "destination", "event", "state", "attempts", "last status", "last error"):
+        pushes.add_column(col)
+    for p in found["pushes"]:
+        pushes.add_row(str(p["id"]), p["destination_id"], p["event_type"], p["state"], str(p["attempts"]),
+                       str(p["last_status"] or ""), (p["last_error"] or "")[:60])
+    out.print(pushes)
+
+
+def _yuan(fen: int | None) -> str:
+    return "—" if fen is None else f"¥{fen / 100:.2f}"
 
 
 @dlq_app.command("list")

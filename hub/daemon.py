@@ -10,19 +10,17 @@ flight, then close — exit 0 with nothing half-done.
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
 import resource
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import sqlalchemy as sa
 import structlog
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from hub import systemd
+from hub import backlog, systemd
 from hub.config import HubConfig
 from hub.delivery import ActiveDestination, Deliverer
 from hub.errors import ConfigError, MappingError, Problem
@@ -36,7 +34,6 @@ from hub.pii import PiiCipher
 from hub.pipeline import DestinationRuntime, Pipeline, SourceRuntime
 from hub.polling import LEASE_SECONDS, PollRunner, process_owner
 from hub.processes import ALL, describe
-from hub.records import outbox, raw_events
 from hub.registry import Registry
 from hub.retry import RetryPolicy
 from hub.server import build_app
@@ -86,9 +83,7 @@ class Hub:
         self._degraded = children(self.metrics.destination_degraded)
         self.db = Database(config.storage.url, sqlite_synchronous=config.storage.sqlite_synchronous,
                            busy_timeout=config.storage.sqlite_busy_timeout)
-        sec = config.security
-        self.cipher = PiiCipher(base64.b64decode(sec.pii_key.get_secret_value()),
-                                [base64.b64decode(k.get_secret_value()) for k in sec.previous_pii_keys])
+        self.cipher = PiiCipher.from_config(config.security)
         self.draining = False
         self.webhook_sources: dict[str, tuple[WebhookSource, InboundMapping]] = {}
         self.pollers: dict[str, PollRunner] = {}
@@ -343,27 +338,15 @@ class Hub:
         self._gauges_beat()
 
     async def _refresh_gauges(self) -> None:
-        # Counted along the indexes (state; destination and state), one range each:
-        # never a scan of what has been done, which only grows.
-        dests = sorted(self.deliverer.destinations)
         try:
-            async with self.db.read() as conn:
-                inbox = {state: (await conn.execute(_RAW_IN_STATE, {"state": state})).scalar_one()
-                         for state in ("pending", "quarantined")}
-                issued = (await conn.execute(sa.select(sa.func.max(raw_events.c.id)))).scalar() or 0
-                out = {(d, state): (await conn.execute(_OUTBOX_IN_STATE, {"d": d, "state": state})).scalar_one()
-                       for d in dests for state in ("pending", "dead")}
-                held = {d: (await conn.execute(_HELD, {"d": d})).scalar_one() for d in dests}
+            b = await backlog.count(self.db, sorted(self.deliverer.destinations))
         except UNAVAILABLE:
             return
-        # Done: every id issued that is in neither of the other states (ids are never reused).
-        inbox["done"] = max(0, issued - inbox["pending"] - inbox["quarantined"])
-        for state, n in inbox.items():
+        for state, n in b.inbox.items():
             self.metrics.inbox_backlog.labels(state).set(n)
-        for (dest, state), n in out.items():
-            self.metrics.outbox_backlog.labels(dest, state).set(n)
-        for dest, n in held.items():
-            self.metrics.outbox_backlog.labels(dest, "held").set(n)
+        for dest, states in b.outbox.items():
+            for state, n in states.items():
+                self.metrics.outbox_backlog.labels(dest, state).set(n)
 
 
 def _when(has_work: Callable[[], Awaitable[bool]], step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
@@ -381,18 +364,6 @@ def _allow_open_files(needed: int) -> None:
     want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
     if soft != resource.RLIM_INFINITY and soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-_RAW_IN_STATE = sa.select(sa.func.count()).select_from(raw_events).where(
-    raw_events.c.state == sa.bindparam("state"))
-_OUTBOX_IN_STATE = sa.select(sa.func.count()).select_from(outbox).where(
-    outbox.c.destination_id == sa.bindparam("d"), outbox.c.state == sa.bindparam("state"))
-_DEAD = outbox.alias("dead")
-# Pending pushes of a destination waiting behind a dead letter of their ticket (until an operator acts).
-_HELD = (sa.select(sa.func.count()).select_from(outbox)
-         .where(outbox.c.destination_id == sa.bindparam("d"), outbox.c.state == "pending",
-                sa.exists().where(_DEAD.c.ordering_key == outbox.c.ordering_key, _DEAD.c.state == "dead",
-                                  _DEAD.c.id < outbox.c.id)))
 
 
 async def run_until_signalled(hub: Hub, ready: Callable[[Hub], Any] | None = None) -> None:

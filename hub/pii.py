@@ -18,6 +18,7 @@ import hmac
 import os
 import re
 import threading
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -165,6 +166,12 @@ class PiiCipher:
         self._index_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"hub blind index v1"
         ).derive(first)
+
+    @classmethod
+    def from_config(cls, security: Any) -> PiiCipher:
+        """From the config's ``security`` section: pii_key and previous_pii_keys."""
+        return cls(base64.b64decode(security.pii_key.get_secret_value()),
+                   [base64.b64decode(k.get_secret_value()) for k in security.previous_pii_keys])
 
     @classmethod
     def from_base64(cls, key_b64: str) -> PiiCipher:

@@ -21,7 +21,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from hub import dead_letters
+from hub import backlog, dead_letters
 from hub.admin import queries
 from hub.admin.auth import Forbidden, Principal, Tokens, Unauthorized
 from hub.polling import source_states
@@ -108,6 +108,17 @@ async def _sources(hub: Hub, _request: web.Request, _who: Principal | None) -> A
                     "last_error": st.get("last_error"), "last_error_at": iso(st.get("last_error_at")),
                     "lease_owner": st.get("lease_owner"), "lease_until": iso(st.get("lease_until"))})
     return {"sources": out}
+
+
+async def _status(hub: Hub, _request: web.Request, _who: Principal | None) -> Any:
+    counts = await backlog.count(hub.db, sorted(hub.deliverer.destinations))
+    return {"ready": not (problems := await hub.readiness_problems()), "problems": problems,
+            "inbox": counts.inbox,
+            "destinations": {d: {**n, "degraded": hub.deliverer.destinations[d].health.degraded,
+                                 "last_error": queries._masked(hub.deliverer.destinations[d].health.last_error,
+                                                               False)}
+                             for d, n in counts.outbox.items()},
+            **(await _sources(hub, _request, _who))}
 
 
 _PAGE = (Param("before", "integer", help="ids below this: the last id of the previous page"),
@@ -202,6 +213,8 @@ async def _openapi(_hub: Hub, _request: web.Request, _who: Principal | None) -> 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/openapi.json", None, "This document", _openapi),
+    Endpoint("GET", "/status", "viewer", "Ready or not and why, the inbox, every destination's pushes and "
+             "health, every source", _status),
     Endpoint("GET", "/sources", "viewer", "Every source: kind, health, circuit, lag, last error, lease", _sources),
     Endpoint("GET", "/tickets", "viewer", "Tickets, newest first, filtered", _tickets, _TICKET_FILTERS),
     Endpoint("GET", "/tickets/{id}", "viewer", "A ticket with its order, customer, timeline, raw events and "

@@ -89,6 +89,9 @@ async def test_a_dead_letter_is_retried_through_the_api_delivered_and_audited(
     push_id = await _dead_ticket(admin_hub, http, website, receiver)
     status, body, _ = await _get(http, admin_hub, "/api/v1/dead-letters")
     assert status == 200 and [d["id"] for d in body["dead_letters"]] == [push_id]
+    _, health, _ = await _get(http, admin_hub, "/api/v1/status")
+    assert health["destinations"]["hook"]["dead"] == 1 and health["inbox"]["done"] == 1
+    assert [s["id"] for s in health["sources"]] == ["site"] and health["ready"] is True
     assert "13912345678" not in str(body)  # the destination's answer quoted the phone: masked
     async with http.post(f"http://127.0.0.1:{admin_hub.port}/api/v1/dead-letters/{push_id}/retry",
                          headers=_auth("operator")) as r:
