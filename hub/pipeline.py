@@ -25,8 +25,9 @@ retried one event at a time, and an event that breaks its transaction alone
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -78,6 +79,15 @@ def parse_body(text: str) -> Any:
 
 
 @dataclass(slots=True)
+class Mapped:
+    """A claimed batch after mapping: the events to apply, and the outcomes of the rest."""
+
+    events: list[Event] = field(default_factory=list)
+    settled: list[Settlement] = field(default_factory=list)
+    results: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Plan:
     """A batch decided: its records' changes and every event's outcome, not yet written."""
 
@@ -119,7 +129,7 @@ class Pipeline:
                 self._claimed = []
                 results = plan.results
             else:
-                results = await self.db.run_write(lambda c: self._write(c, self._plan(c, size)))
+                results = await self._run_postgres(size)
         except claims.ClaimLost as err:
             log.warning("pipeline batch dropped: its events were settled meanwhile", error=str(err))
             return 0
@@ -140,6 +150,17 @@ class Pipeline:
         for source_id, result in results:
             self._count(source_id, result)
         return len(results)
+
+    async def _run_postgres(self, size: int) -> list[tuple[str, str]]:
+        """One transaction: claim (rows locked, SKIP LOCKED for the other processes),
+        map the events in a worker thread — the event loop, which intake shares
+        here, goes on answering meanwhile — then decide and write."""
+        async with self.db.write() as conn:
+            rows = await conn.run_sync(lambda c: self._claim(c, size))
+            if not rows:
+                return []
+            normalized = await asyncio.to_thread(self._normalize_all, rows)
+            return await conn.run_sync(lambda c: self._write(c, self._decide(c, normalized)))
 
     async def has_pending(self) -> bool:
         """Whether any raw event waits (a read: no write lock)."""
@@ -170,39 +191,48 @@ class Pipeline:
 
     def _plan(self, conn: sa.Connection, size: int) -> Plan:
         """Claim a batch and decide all of it in memory (synchronous: a worker thread on SQLite)."""
-        now = utcnow()
+        return self._decide(conn, self._normalize_all(self._claim(conn, size)))
+
+    def _claim(self, conn: sa.Connection, size: int) -> list[Claimed]:
         rows = claims.claim(conn, self.db, size)
         self._claimed = [row.id for row in rows]
-        settled: list[Settlement] = []
-        results: list[tuple[str, str]] = []
-        events: list[Event] = []
+        return rows
+
+    def _normalize_all(self, rows: list[Claimed]) -> Mapped:
+        """Every claimed event mapped (pure: no database), or its outcome if it goes no further."""
+        out = Mapped()
         for row in rows:
             rt = self.sources.get(row.source_id)
             try:
                 normalized = self._normalize(rt, row)
             except Quarantine as q:
-                settled.append(self._quarantined(row, str(q), rt))
-                results.append((row.source_id, "quarantined"))
+                out.settled.append(self._quarantined(row, str(q), rt))
+                out.results.append((row.source_id, "quarantined"))
                 continue
             except Exception as err:  # noqa: BLE001 - one event is one unit of failure
                 log.error("event could not be normalized", source=row.source_id, event_id=row.id, exc_info=err)
-                settled.append(self._quarantined(row, f"internal error while mapping: {error_summary(err)}", rt))
-                results.append((row.source_id, "quarantined"))
+                out.settled.append(self._quarantined(row, f"internal error while mapping: {error_summary(err)}", rt))
+                out.results.append((row.source_id, "quarantined"))
                 continue
             assert rt is not None
             if normalized.ignored is not None:
-                settled.append(Settlement(row.id, "done", f"ignored: {normalized.ignored}", rt.mapping.label))
-                results.append((row.source_id, "ignored"))
+                out.settled.append(Settlement(row.id, "done", f"ignored: {normalized.ignored}", rt.mapping.label))
+                out.results.append((row.source_id, "ignored"))
                 continue
-            events.append(Event(row.id, row.dedupe_key, rt, normalized))
+            out.events.append(Event(row.id, row.dedupe_key, rt, normalized))
+        return out
+
+    def _decide(self, conn: sa.Connection, n: Mapped) -> Plan:
+        """The normalized events applied, in order, to what they touch (loaded on ``conn``)."""
+        now = utcnow()
         records = None
-        if events:
+        if n.events:
             records = Records(conn, self.db, self.cipher, self.rules, self.destinations)
-            records.load(events)
-            for ev in events:
-                settled.append(self._apply(records, ev, now))
-                results.append((ev.source.config.id, "done" if settled[-1].state == "done" else "quarantined"))
-        return Plan(records, settled, results, now)
+            records.load(n.events)
+            for ev in n.events:
+                n.settled.append(self._apply(records, ev, now))
+                n.results.append((ev.source.config.id, "done" if n.settled[-1].state == "done" else "quarantined"))
+        return Plan(records, n.settled, n.results, now)
 
     def _write(self, conn: sa.Connection, plan: Plan) -> list[tuple[str, str]]:
         """What the batch did, and every event's outcome, in the one write transaction."""
