@@ -133,7 +133,7 @@ def run(
     processes as supervisor.processes says."""
     from hub import logs
     from hub.daemon import Hub, run_until_signalled
-    from hub.processes import ALL, CONFIG_ERROR, Parent, parse_roles, plan
+    from hub.processes import ALL, CONFIG_ERROR, become_parent, parse_roles, plan
 
     cfg, registry = _load(config)
     logs.configure(cfg.logging.level, cfg.logging.format, repeat_limit=cfg.logging.repeat_limit,
@@ -156,9 +156,11 @@ def run(
                 finally:
                     await db.close()
 
-            parent = Parent(_config_path(config), processes, max_backoff=cfg.supervisor.max_backoff,
-                            migrate=migrate if cfg.storage.auto_migrate else None)
-            sys.exit(asyncio.run(parent.run()))
+            if cfg.storage.auto_migrate:
+                # Once, here: children migrating a new database at once would collide
+                # on its locks; each then finds the schema at head.
+                asyncio.run(migrate())
+            become_parent(_config_path(config).resolve(), processes, cfg)
         roles = ALL
     hub = Hub(cfg, registry, roles)
     hub.shares_port = role is not None and "intake" in roles and not cfg.storage.url.startswith("sqlite")

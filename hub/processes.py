@@ -22,8 +22,12 @@ How they are spread (:func:`plan`) depends on the database:
   acknowledged as soon as its own rows commit). More processes would only
   queue on the one write lock.
 
-The parent starts each child as ``hub run --role …`` — a fresh interpreter
-with the same config — and speaks the systemd notify protocol on both sides:
+``hub run`` checks the config and migrates the database, then becomes the
+parent by exec'ing ``python -m hub.processes`` in its place: the same PID
+(systemd's main process) without the hub's libraries — the parent only
+watches, and an interpreter that had loaded the whole hub would hold ~80 MB
+for nothing. The parent starts each child as ``hub run --role …`` — a fresh
+interpreter with the same config — and speaks the systemd notify protocol on both sides:
 each child notifies a socket the parent owns (READY, WATCHDOG, STATUS,
 STOPPING, exactly as it would systemd), and the parent tells systemd READY
 once every child is ready and WATCHDOG only while every child keeps pinging.
@@ -44,14 +48,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from hub import systemd
-from hub.config import HubConfig
+
+if TYPE_CHECKING:
+    from hub.config import HubConfig
 
 log = structlog.get_logger("hub.processes")
 
@@ -114,10 +120,8 @@ class Child:
 class Parent:
     """Starts the planned children, relays their notifications, restarts the fallen."""
 
-    def __init__(self, config_path: Path, roles: list[frozenset[str]], *, max_backoff: float = 30.0,
-                 migrate: Callable[[], Awaitable[None]] | None = None):
+    def __init__(self, config_path: Path, roles: list[frozenset[str]], *, max_backoff: float = 30.0):
         self.config_path = config_path
-        self.migrate = migrate  # brings the schema to head before any child starts
         self.max_backoff = max_backoff
         self._dir = Path(tempfile.mkdtemp(prefix="hub-notify-"))
         self.children = [Child(i, r, self._dir / f"child-{i}.sock") for i, r in enumerate(roles)]
@@ -167,10 +171,6 @@ class Parent:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        if self.migrate is not None:
-            # Once, here: children migrating a new database at once would collide
-            # on its locks; each then finds the schema at head.
-            await self.migrate()
         for child in self.children:
             self._listen(child)
             self._spawn(child)
@@ -240,3 +240,40 @@ class Parent:
                 child.proc.wait()
             elif child.proc.returncode not in (0, -signal.SIGTERM) and self.exit_code == 0:
                 self.exit_code = 1
+
+
+def become_parent(config_path: Path, roles: list[frozenset[str]], cfg: HubConfig) -> None:
+    """Replace this process (``hub run``, config checked, schema migrated) with
+    the lightweight parent: same PID, same environment (NOTIFY_SOCKET)."""
+    argv = [sys.executable, "-m", "hub.processes", "--config", str(config_path),
+            "--max-backoff", str(cfg.supervisor.max_backoff), "--log-level", cfg.logging.level,
+            "--log-format", cfg.logging.format, "--repeat-limit", str(cfg.logging.repeat_limit),
+            "--repeat-window", str(cfg.logging.repeat_window), "--plan", ";".join(describe(r) for r in roles)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hub.processes``: the parent, as :func:`become_parent` starts it."""
+    import argparse
+
+    from hub import logs
+
+    ap = argparse.ArgumentParser(prog="hub.processes")
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--plan", required=True, help="roles of each child: intake,delivery;processing")
+    ap.add_argument("--max-backoff", type=float, default=30.0)
+    ap.add_argument("--log-level", default="info")
+    ap.add_argument("--log-format", default="json")
+    ap.add_argument("--repeat-limit", type=int, default=20)
+    ap.add_argument("--repeat-window", type=float, default=60.0)
+    args = ap.parse_args(argv)
+    logs.configure(args.log_level, args.log_format, repeat_limit=args.repeat_limit,
+                   repeat_window=args.repeat_window)
+    roles = [parse_roles(part) for part in args.plan.split(";")]
+    return asyncio.run(Parent(args.config, roles, max_backoff=args.max_backoff).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
