@@ -313,7 +313,7 @@ class PipelineConfig(Strict):
     # false = ingest only: events are stored and acknowledged but not processed
     # until the pipeline is enabled again (maintenance, benchmarks).
     enabled: bool = True
-    batch: int = Field(default=100, gt=0)
+    batch: int = Field(default=250, gt=0)
     tick: Duration = 1.0
     # A pipeline in a process without intake of its own (SQLite's second
     # process) is not woken by requests: it looks for new events this often.
