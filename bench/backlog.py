@@ -24,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, process_tree, status_mb, wait_port  # noqa: E402
+from bench.common import free_port, process_tree, status_mb, wait_port, with_settings  # noqa: E402
 from connectors.website.simulator import WebsiteSimulator  # noqa: E402
 from hub import standard_webhooks  # noqa: E402
 from hub.pii import PiiCipher  # noqa: E402
@@ -141,14 +141,14 @@ class Drained:
 
 
 def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | None = None,
-          timeout: float = 7200) -> Drained:
+          timeout: float = 7200, settings: list[str] | None = None) -> Drained:
     """Start the daemon and a push receiver; return once ``expected`` pushes are answered."""
     hub_port, recv_port = free_port(), free_port()
     push_secret = standard_webhooks.new_secret()
     receiver = subprocess.Popen([sys.executable, str(ROOT / "bench/push_receiver.py"), str(recv_port), push_secret],
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
     config = work / f"config-{hub_port}.yaml"
-    config.write_text(yaml.safe_dump({
+    config.write_text(yaml.safe_dump(with_settings({
         "server": {"listen": f"127.0.0.1:{hub_port}"},
         "storage": {"url": url},
         "security": {"pii_key": base64.b64encode(pii_key).decode()},
@@ -158,7 +158,7 @@ def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | 
         "sync": [{"on": ["ticket.created"], "to": "erp"}],
         "logging": {"level": "warning"},
         **({"supervisor": {"processes": processes}} if processes else {}),
-    }))
+    }, settings or [])))
     log = (work / f"hub-{hub_port}.log").open("wb")
     started = time.perf_counter()
     hub = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(config)], stdout=log,

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.backlog import drain, migrate, queue_events  # noqa: E402
-from bench.common import bench_database, storage_arguments  # noqa: E402
+from bench.common import bench_database, setting_arguments, storage_arguments  # noqa: E402
 
 
 def main() -> None:
@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--processes", type=int, default=None, help="supervisor.processes (default: auto)")
     storage_arguments(ap)
+    setting_arguments(ap)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hub-bench-burst-"))
     pii_key = os.urandom(32)
@@ -38,7 +39,7 @@ def main() -> None:
         migrate(url)
         queued = queue_events(url, pii_key, args.events)
         print(f"{args.events} raw events queued in {queued:.0f} s ({args.storage})")
-        d = drain(url, pii_key, args.events, work, args.processes)
+        d = drain(url, pii_key, args.events, work, args.processes, settings=args.settings)
     print(f"drained by {d.processes} hub process(es) in {d.seconds:.0f} s: "
           f"{d.tickets / d.seconds:.0f} tickets/s, {d.pushes / d.seconds:.0f} pushes/s "
           f"({d.tickets} tickets, {d.pushes} pushes answered); peak RSS {d.peak_rss_mb:.0f} MB (all processes)")

@@ -10,8 +10,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+import yaml
 
 
 def free_port() -> int:
@@ -51,6 +53,27 @@ def storage_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--postgres-url", default=os.environ.get("HUB_TEST_POSTGRES_URL",
                                                               "postgresql://postgres@127.0.0.1:5432/test"))
+
+
+def setting_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--set key.path=value`` (repeatable): a config key off its default, to
+    measure a tuning — the figures then say which keys were changed."""
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config key off its shipped default, e.g. pipeline.batch=400")
+
+
+def with_settings(config: dict[str, Any], settings: list[str]) -> dict[str, Any]:
+    """``config`` with each ``key.path=value`` (the value read as YAML) set in it."""
+    for item in settings:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise SystemExit(f"--set {item!r}: expected key.path=value")
+        node = config
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = yaml.safe_load(raw)
+    return config
 
 
 def process_tree(pid: int) -> list[int]:

@@ -40,7 +40,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_database, free_port, storage_arguments, wait_port  # noqa: E402
+from bench.common import (  # noqa: E402
+    bench_database,
+    free_port,
+    setting_arguments,
+    storage_arguments,
+    wait_port,
+    with_settings,
+)
 from connectors.website.simulator import WebsiteSimulator  # noqa: E402
 from hub import standard_webhooks  # noqa: E402
 from hub.config import DestinationConfig  # noqa: E402
@@ -129,7 +136,7 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
     with bench_database(args.storage, run_dir, args.postgres_url) as url:
         config = run_dir / "config.yaml"
         # The shipped defaults, but for what every deployment must say for itself.
-        config.write_text(yaml.safe_dump({
+        config.write_text(yaml.safe_dump(with_settings({
             "server": {"listen": f"127.0.0.1:{hub_port}"},
             "storage": {"url": url},
             "security": {"pii_key": base64.b64encode(os.urandom(32)).decode()},
@@ -138,7 +145,7 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
                               "secret": push_secret}],
             "sync": [{"on": ["ticket.created"], "to": "erp"}],
             **({"supervisor": {"processes": processes}} if processes else {}),
-        }))
+        }, args.settings)))
         log = (run_dir / "hub.log").open("wb")
         hub = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(config)], stdout=log,
                                stderr=subprocess.STDOUT, cwd=ROOT)
@@ -175,6 +182,7 @@ def main() -> None:
     ap.add_argument("--processes", default=None,
                     help="supervisor.processes, or several to compare (1,2); default: the shipped auto")
     storage_arguments(ap)
+    setting_arguments(ap)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hub-bench-e2e-"))
     counts = [int(p) for p in args.processes.split(",")] if args.processes else [None]

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.backlog import Drained, drain, migrate, queue_events, seed_records  # noqa: E402
-from bench.common import bench_database, storage_arguments  # noqa: E402
+from bench.common import bench_database, setting_arguments, storage_arguments  # noqa: E402
 
 
 def one(label: str, args: argparse.Namespace, work: Path, seeded: int) -> Drained:
@@ -38,7 +38,7 @@ def one(label: str, args: argparse.Namespace, work: Path, seeded: int) -> Draine
             print(f"seeded {seeded} customers, {2 * seeded} identities, {seeded} orders, {seeded} tickets "
                   f"in {took:.0f} s")
         queue_events(url, pii_key, args.events, seed=99)  # the same stream for both
-        return drain(url, pii_key, args.events, run, args.processes)
+        return drain(url, pii_key, args.events, run, args.processes, settings=args.settings)
 
 
 def main() -> None:
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--processes", type=int, default=None, help="supervisor.processes (default: auto)")
     storage_arguments(ap)
+    setting_arguments(ap)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hub-bench-scale-"))
     empty = one("empty", args, work, 0)
