@@ -163,15 +163,41 @@ def run(
             become_parent(_config_path(config).resolve(), processes, cfg)
         roles = ALL
     hub = Hub(cfg, registry, roles)
-    hub.shares_port = role is not None and "intake" in roles and not cfg.storage.url.startswith("sqlite")
+    # Started by the parent: processes with intake share the port (SO_REUSEPORT) —
+    # on PostgreSQL all of them, on SQLite the new and the old one while a reload
+    # replaces it.
+    hub.shares_port = role is not None and "intake" in roles
+
+    def reload_ok() -> bool:
+        """The file again, checked as at start; its problems logged if any."""
+        import structlog
+
+        from hub.daemon import compile_mappings
+
+        try:
+            _, problems = compile_mappings(load_config(_config_path(config), registry), registry)
+        except ConfigError as err:
+            problems = err.problems
+        if problems:
+            structlog.get_logger("hub.cli").error(
+                "reload refused: the config has problems; still running on the old one",
+                problems=[str(p) for p in problems][:50])
+            return False
+        return True
+
     try:
-        asyncio.run(run_until_signalled(hub))
+        reload = asyncio.run(run_until_signalled(hub, reload_ok=reload_ok if role is None else None))
     except (ConfigError, MappingError) as err:
         _print_problems("cannot start", err)
         raise typer.Exit(2) from None
     except HubError as err:
         console.print(f"[bold red]cannot start:[/] {err}")
         raise typer.Exit(1) from None
+    if reload:
+        # Drained; the same PID starts afresh on the new file (systemd waits for its READY).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "hub", *sys.argv[1:]])
 
 
 @app.command()

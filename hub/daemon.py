@@ -13,6 +13,7 @@ import asyncio
 import gc
 import resource
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -366,16 +367,39 @@ def _allow_open_files(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-async def run_until_signalled(hub: Hub, ready: Callable[[Hub], Any] | None = None) -> None:
-    """Start, notify systemd, wait for SIGTERM/SIGINT, drain and stop."""
+async def run_until_signalled(hub: Hub, ready: Callable[[Hub], Any] | None = None,
+                              reload_ok: Callable[[], bool] | None = None) -> bool:
+    """Start, notify systemd, wait for SIGTERM/SIGINT, drain and stop.
+
+    SIGHUP: with ``reload_ok`` (a single hub process: nobody else to reload it),
+    when it says the new config passes, tell systemd RELOADING, drain and stop
+    like SIGTERM and return True — the caller starts afresh on the new file. A
+    config that does not pass leaves the hub running. Without it (a process the
+    parent started: the parent reloads) SIGHUP is ignored."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    reloading = False
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    def hup() -> None:
+        nonlocal reloading
+        if reload_ok is None or reloading or stop.is_set():
+            return
+        if reload_ok():
+            reloading = True
+            systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            stop.set()
+        else:
+            systemd.notify("STATUS=reload refused: the config has problems (see the log)")
+
+    loop.add_signal_handler(signal.SIGHUP, hup)
     await hub.start()
     systemd.notify("READY=1")
     if ready is not None:
         ready(hub)
     await stop.wait()
-    systemd.notify("STOPPING=1")
+    if not reloading:
+        systemd.notify("STOPPING=1")
     await hub.stop()
+    return reloading

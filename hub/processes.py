@@ -34,6 +34,16 @@ once every child is ready and WATCHDOG only while every child keeps pinging.
 A child that exits is restarted after a backoff (a config error ends it all:
 restarting would not help); SIGTERM is passed to every child, which drains,
 and the parent exits 0 once all have.
+
+**SIGHUP reloads.** The parent checks the file as ``hub check-config`` does
+(in a subprocess: the parent holds none of the hub's code); a file that does
+not pass is refused with its problems in the log and everything keeps
+running on the old one. One that passes: the parent tells systemd RELOADING,
+then replaces the children one by one — a new one started and READY before
+the old one is told to drain (they share the port meanwhile), except a role
+that must never run twice at once (SQLite's pipeline: ``exclusive``), whose
+old process drains first — and tells systemd READY again. No request or
+event in flight is dropped: each old process finishes what it holds.
 """
 
 from __future__ import annotations
@@ -115,13 +125,19 @@ class Child:
     last_ping: float = field(default_factory=time.monotonic)
     restarts: int = 0
     status: str = ""
+    generation: int = 0  # one more with each reload
+    retiring: bool = False  # being stopped by a reload: not to be restarted
 
 
 class Parent:
     """Starts the planned children, relays their notifications, restarts the fallen."""
 
-    def __init__(self, config_path: Path, roles: list[frozenset[str]], *, max_backoff: float = 30.0):
+    def __init__(self, config_path: Path, roles: list[frozenset[str]], *, max_backoff: float = 30.0,
+                 exclusive: frozenset[str] = frozenset(), ready_timeout: float = 120.0):
         self.config_path = config_path
+        self.exclusive = exclusive        # roles never run by two processes at once (SQLite's pipeline)
+        self.ready_timeout = ready_timeout  # a reloaded process not READY by then: the reload is abandoned
+        self._reloading: asyncio.Task[None] | None = None
         self.max_backoff = max_backoff
         self._dir = Path(tempfile.mkdtemp(prefix="hub-notify-"))
         self.children = [Child(i, r, self._dir / f"child-{i}.sock") for i, r in enumerate(roles)]
@@ -171,6 +187,7 @@ class Parent:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_requested)
         for child in self.children:
             self._listen(child)
             self._spawn(child)
@@ -178,6 +195,10 @@ class Parent:
         await stop.wait()
         self._stopping = True
         systemd.notify("STOPPING=1")
+        if self._reloading is not None:
+            self._reloading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloading
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
@@ -195,7 +216,8 @@ class Parent:
             await asyncio.sleep(0.2)
             now = time.monotonic()
             for child in self.children:
-                assert child.proc is not None
+                if child.proc is None or child.retiring:
+                    continue
                 code = child.proc.poll()
                 if code is None:
                     continue
@@ -225,12 +247,69 @@ class Parent:
                 else:
                     systemd.notify("WATCHDOG=1")
 
-    async def _stop_children(self, grace: float = 120.0) -> None:
-        for child in self.children:
+    # ------------------------------------------------------------ reload
+
+    def _reload_requested(self) -> None:
+        if self._stopping:
+            return
+        if self._reloading is not None and not self._reloading.done():
+            log.warning("reload asked for while one is under way: ignored")
+            return
+        self._reloading = asyncio.create_task(self._reload())
+
+    async def _reload(self) -> None:
+        check = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hub", "check-config", "-c", str(self.config_path),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await check.communicate()
+        if check.returncode != 0:
+            problems = [line.strip(" •") for line in err.decode(errors="replace").splitlines() if "•" in line]
+            log.error("reload refused: the config does not pass check-config; still running on the old one",
+                      problems=problems[:50])
+            systemd.notify("STATUS=reload refused: the config has problems (see the log)")
+            return
+        systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        log.info("reloading: replacing every hub process", processes=len(self.children))
+        for i, old in enumerate(list(self.children)):
+            if self._stopping:
+                return
+            new = Child(old.index, old.roles, self._dir / f"child-{old.index}-{old.generation + 1}.sock",
+                        generation=old.generation + 1)
+            self._listen(new)
+            if old.roles & self.exclusive:
+                old.retiring = True
+                await self._stop([old])
+                self._spawn(new)
+                self.children[i] = new
+                await self._until_ready(new)
+            else:
+                self._spawn(new)
+                if not await self._until_ready(new):
+                    await self._stop([new])
+                    log.error("reload abandoned: a new process did not become ready; the old ones go on",
+                              process=new.index, timeout=self.ready_timeout)
+                    systemd.notify("READY=1\nSTATUS=reload abandoned (see the log)")
+                    return
+                self.children[i] = new
+                await self._stop([old])
+        systemd.notify("READY=1\nSTATUS=reloaded")
+        log.info("reloaded", processes=len(self.children))
+
+    async def _until_ready(self, child: Child) -> bool:
+        deadline = time.monotonic() + self.ready_timeout
+        while not child.ready:
+            if time.monotonic() > deadline or (child.proc is not None and child.proc.poll() is not None):
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def _stop(self, children: list[Child], grace: float = 120.0) -> None:
+        """SIGTERM (each drains what it holds), then wait; killed past ``grace``."""
+        for child in children:
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for child in self.children:
+        for child in children:
             assert child.proc is not None
             with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(child.proc.wait, max(0.0, deadline - time.monotonic()))
@@ -238,14 +317,20 @@ class Parent:
                 log.error("hub process did not stop in time; killing it", process=child.index)
                 child.proc.kill()
                 child.proc.wait()
-            elif child.proc.returncode not in (0, -signal.SIGTERM) and self.exit_code == 0:
-                self.exit_code = 1
+
+    async def _stop_children(self, grace: float = 120.0) -> None:
+        running = [c for c in self.children if c.proc is not None]
+        await self._stop(running, grace)
+        if self.exit_code == 0 and any(c.proc is not None and c.proc.returncode not in (0, -signal.SIGTERM)
+                                       for c in running):
+            self.exit_code = 1
 
 
 def become_parent(config_path: Path, roles: list[frozenset[str]], cfg: HubConfig) -> None:
     """Replace this process (``hub run``, config checked, schema migrated) with
     the lightweight parent: same PID, same environment (NOTIFY_SOCKET)."""
-    argv = [sys.executable, "-m", "hub.processes", "--config", str(config_path),
+    exclusive = "processing" if cfg.storage.url.startswith("sqlite") else ""
+    argv = [sys.executable, "-m", "hub.processes", "--config", str(config_path), "--exclusive", exclusive,
             "--max-backoff", str(cfg.supervisor.max_backoff), "--log-level", cfg.logging.level,
             "--log-format", cfg.logging.format, "--repeat-limit", str(cfg.logging.repeat_limit),
             "--repeat-window", str(cfg.logging.repeat_window), "--plan", ";".join(describe(r) for r in roles)]
@@ -266,13 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-backoff", type=float, default=30.0)
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--log-format", default="json")
+    ap.add_argument("--exclusive", default="", help="roles never run twice at once: processing on SQLite")
     ap.add_argument("--repeat-limit", type=int, default=20)
     ap.add_argument("--repeat-window", type=float, default=60.0)
     args = ap.parse_args(argv)
     logs.configure(args.log_level, args.log_format, repeat_limit=args.repeat_limit,
                    repeat_window=args.repeat_window)
     roles = [parse_roles(part) for part in args.plan.split(";")]
-    return asyncio.run(Parent(args.config, roles, max_backoff=args.max_backoff).run())
+    exclusive = parse_roles(args.exclusive) if args.exclusive else frozenset()
+    return asyncio.run(Parent(args.config, roles, max_backoff=args.max_backoff, exclusive=exclusive).run())
 
 
 if __name__ == "__main__":
