@@ -106,6 +106,8 @@ def test_the_shipped_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     shim.write_text(f"#!/bin/sh\nexec {HUB} \"$@\"\n")
     shim.chmod(0o755)
     shutil.copy(ROOT / "README.md", root / "opt/hub/README.md")
+    (root / "bin").mkdir()
+    shutil.copy("/bin/kill", root / "bin/kill")  # ExecReload's, as every host has it
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, root / "etc/systemd/system/hub.service")
     (root / "usr/lib/systemd").mkdir(parents=True)
