@@ -138,20 +138,19 @@ async def _tickets(hub: Hub, request: web.Request, _who: Principal | None) -> An
 _ID = (Param("id", "integer", "path"),)
 
 
-async def _ticket(hub: Hub, request: web.Request, who: Principal | None) -> Any:
-    assert who is not None
-    found = await queries.ticket_detail(hub.db, hub.cipher, _args(request, _ID)["id"], pii=who.pii)
-    if found is None:
-        raise web.HTTPNotFound(text="no such ticket")
-    return found
+def _detail(read: Callable[..., Awaitable[dict[str, Any] | None]], what: str) -> Callable[..., Awaitable[Any]]:
+    """A handler answering one record by the id in its path (404 if there is none)."""
+    async def handle(hub: Hub, request: web.Request, who: Principal | None) -> Any:
+        assert who is not None
+        found = await read(hub.db, hub.cipher, _args(request, _ID)["id"], pii=who.pii)
+        if found is None:
+            raise web.HTTPNotFound(text=f"no such {what}")
+        return found
+    return handle
 
 
-async def _customer(hub: Hub, request: web.Request, who: Principal | None) -> Any:
-    assert who is not None
-    found = await queries.customer_detail(hub.db, hub.cipher, _args(request, _ID)["id"], pii=who.pii)
-    if found is None:
-        raise web.HTTPNotFound(text="no such customer")
-    return found
+_ticket = _detail(queries.ticket_detail, "ticket")
+_customer = _detail(queries.customer_detail, "customer")
 
 
 _PUSH_FILTERS = (Param("state", help="pending | delivered | dead | dropped"), Param("destination"), *_PAGE)
