@@ -308,6 +308,32 @@ def db_upgrade(config: ConfigPath = None) -> None:
     out.print(f"database at {after} (head {head_revision()}; was {before or 'empty'})")
 
 
+@app.command()
+def backup(target: Annotated[Path, typer.Argument(help="file to write the copy to")],
+           config: ConfigPath = None) -> None:
+    """A consistent copy of the SQLite database, taken while the hub runs (PostgreSQL: how)."""
+    import sqlite3
+
+    from rich.progress import BarColumn, Progress, TaskProgressColumn
+
+    from hub import backup as backups
+
+    cfg, _ = _load(config)
+    if not cfg.storage.url.startswith("sqlite"):
+        out.print(backups.postgres_advice(cfg.storage.url), highlight=False)
+        return
+    with Progress("[progress.description]{task.description}", BarColumn(), TaskProgressColumn(),
+                  console=console) as bar:
+        task = bar.add_task("copying", total=None)
+        try:
+            size = backups.backup_sqlite(cfg.storage.url, target,
+                                         lambda done, total: bar.update(task, completed=done, total=total))
+        except (OSError, ValueError, RuntimeError, sqlite3.Error) as err:
+            console.print(f"[red]backup failed:[/] {err}")
+            raise typer.Exit(1) from None
+    out.print(f"{target}: {size / 1e6:.1f} MB, integrity ok", highlight=False)
+
+
 @mapping_app.command("test")
 def mapping_test(
     source: Annotated[str, typer.Argument(help="a source id from the config, or a mapping name")],
