@@ -142,3 +142,20 @@ def test_docs_and_docstrings_point_only_inside_the_repository() -> None:
             if "://" not in target and not (doc.parent / target).exists():
                 broken.append(f"{doc.relative_to(ROOT)} → {target}")
     assert not broken, broken
+
+
+def test_the_container_config_passes_with_the_env_example_filled(tmp_path: Path) -> None:
+    """compose.config.yaml (what the Dockerfile ships) needs only the env example's
+    names and the database URL compose.yaml gives it. (No Docker engine runs here:
+    the image itself is not built by the tests.)"""
+    shutil.copy(ROOT / "compose.config.yaml", tmp_path / "config.yaml")
+    env = {k: v for k, v in os.environ.items() if k not in _config_names()}
+    given, _later = _example_names()
+    env |= {name: _filled(name) for name in given}
+    env["HUB_DATABASE_URL"] = "postgresql+asyncpg://hub:hub@db/hub"
+    run = subprocess.run([str(HUB), "check-config", "config.yaml"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    compose = (ROOT / "compose.yaml").read_text()
+    assert "HUB_DATABASE_URL: postgresql+asyncpg://" in compose and "env_file: .env" in compose
+    assert "COPY compose.config.yaml /etc/hub/config.yaml" in (ROOT / "Dockerfile").read_text()
