@@ -27,6 +27,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/burst.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/export.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/deliver.py
 	$(BIN)/python bench/poll.py

@@ -4,7 +4,10 @@ it and delivered, and the action in the audit log."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
+import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,8 +44,19 @@ def _auth(role: str) -> dict[str, str]:
 
 async def _get(http: aiohttp.ClientSession, hub: Hub, path: str, role: str | None = "viewer",
                ) -> tuple[int, Any, aiohttp.ClientResponse]:
+    """(status, the answer — JSON parsed, a spreadsheet as its text —, the response)."""
     async with http.get(f"http://127.0.0.1:{hub.port}{path}", headers=_auth(role) if role else {}) as r:
-        return r.status, await r.json(), r
+        if r.content_type == "application/json":
+            return r.status, await r.json(), r
+        return r.status, _spreadsheet_text(await r.read()), r
+
+
+def _spreadsheet_text(body: bytes) -> str:
+    """A CSV's text, or every XML part of an XLSX (a zip) as text."""
+    if body.startswith(b"PK"):
+        with zipfile.ZipFile(io.BytesIO(body)) as z:
+            return "\n".join(z.read(n).decode() for n in z.namelist() if n.endswith(".xml"))
+    return body.decode("utf-8-sig")
 
 
 async def _dead_ticket(hub: Hub, http: aiohttp.ClientSession, website: WebsiteSimulator,
@@ -167,3 +181,27 @@ async def test_filters_pages_and_bad_parameters(
     assert (await _get(http, admin_hub, "/api/v1/tickets/999999"))[0] == 404
     async with http.delete(f"http://127.0.0.1:{admin_hub.port}/api/v1/tickets", headers=_auth("admin")) as r:
         assert r.status == 405
+
+
+async def test_exports_stream_every_ticket_masked_without_pii(
+        admin_hub: Hub, http: aiohttp.ClientSession, website: WebsiteSimulator, receiver: Receiver) -> None:
+    await _dead_ticket(admin_hub, http, website, receiver)
+    for _ in range(3):
+        body, headers = website.sign(website.request())
+        async with http.post(f"http://127.0.0.1:{admin_hub.port}/webhooks/site", data=body, headers=headers) as r:
+            assert r.status == 200
+    await receiver.wait_for(3, timeout=10)  # the first ticket's push is a dead letter
+    status, text, r = await _get(http, admin_hub, "/api/v1/exports/tickets.csv")
+    assert status == 200 and r.headers["Content-Disposition"].endswith('tickets.csv"')
+    table = list(csv.reader(io.StringIO(text)))
+    assert table[0][:4] == ["ticket", "channel", "source", "external id"] and len(table) == 1 + 4
+    phone_col = table[0].index("phone")
+    assert table[1][phone_col].endswith("5678") and table[1][phone_col] != PERSON.phone
+    status, text, _ = await _get(http, admin_hub, "/api/v1/exports/tickets.xlsx")
+    assert status == 200 and "13912345678" not in text and "ticket" in text
+    # With the grant, the same export carries the number; both are audited.
+    status, text, _ = await _get(http, admin_hub, "/api/v1/exports/tickets.csv?status=new", role="admin")
+    assert PERSON.phone in text
+    _, audit, _ = await _get(http, admin_hub, "/api/v1/audit", role="admin")
+    assert [(a["action"], a["detail"]["pii"]) for a in audit["audit"]][:3] == [
+        ("export.csv", True), ("export.xlsx", False), ("export.csv", False)]

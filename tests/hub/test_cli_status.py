@@ -59,3 +59,23 @@ def test_tickets_show_prints_the_ticket_its_timeline_and_pushes(tmp_path: Path, 
     assert "ticket 7 website/site AS7" in result.output and "HTTP 400" in result.output
     missing = runner.invoke(app, ["tickets", "show", "8", "-c", str(config)])
     assert missing.exit_code == 1
+
+
+def test_export_writes_csv_and_xlsx_and_refuses_other_files(tmp_path: Path, pii_key: str) -> None:
+    import csv
+    import zipfile
+
+    url, config = _config(tmp_path, pii_key)
+    asyncio.run(_seed(url))
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(tmp_path / "t.csv"), "-c", str(config), "--status", "new"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader((tmp_path / "t.csv").open(encoding="utf-8-sig")))
+    assert rows[0][0] == "ticket" and [r[0] for r in rows[1:]] == ["7"]
+    result = runner.invoke(app, ["export", str(tmp_path / "t.xlsx"), "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(tmp_path / "t.xlsx") as z:
+        assert "AS7" in z.read("xl/worksheets/sheet1.xml").decode()
+    assert runner.invoke(app, ["export", str(tmp_path / "t.json"), "-c", str(config)]).exit_code == 2
+    assert runner.invoke(app, ["export", str(tmp_path / "t.csv"), "-c", str(config),
+                               "--since", "2026-01-01"]).exit_code == 2  # no zone
