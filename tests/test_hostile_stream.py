@@ -180,7 +180,11 @@ async def test_hostile_events_in_a_stream_across_a_restart(
     latencies.sort()
     print(f"/healthz: {len(latencies)} answers, p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
           f"slowest {latencies[-1] * 1000:.1f} ms")
-    assert len(latencies) > 30 and latencies[-1] < 0.1, f"slowest /healthz: {latencies[-1] * 1000:.0f} ms"
+    # What this guards against is an event holding the loop or the GIL for seconds
+    # (an exponent's arithmetic took 25 s); on a 2-core box running CI beside the
+    # hub's processes, the scheduler alone costs a sample ~100 ms now and then.
+    assert len(latencies) > 30 and latencies[len(latencies) // 2] < 0.02 and latencies[-1] < 0.25, \
+        f"/healthz p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, slowest {latencies[-1] * 1000:.0f} ms"
 
     states, reasons = await _raw_states(db_url)
     assert states.get("pending", 0) == 0
