@@ -120,7 +120,7 @@ async def _status(hub: Hub, _request: web.Request, _who: Principal | None) -> An
     return {"ready": not (problems := await hub.readiness_problems()), "problems": problems,
             "inbox": counts.inbox,
             "destinations": {d: {**n, "degraded": hub.deliverer.destinations[d].health.degraded,
-                                 "last_error": queries._masked(hub.deliverer.destinations[d].health.last_error,
+                                 "last_error": queries.masked(hub.deliverer.destinations[d].health.last_error,
                                                                False)}
                              for d, n in counts.outbox.items()},
             **(await _sources(hub, _request, _who))}
@@ -172,13 +172,7 @@ async def _pushes(hub: Hub, request: web.Request, who: Principal | None) -> Any:
 async def _dead(hub: Hub, request: web.Request, who: Principal | None) -> Any:
     assert who is not None
     dest = _args(request, (Param("destination"),))["destination"]
-    rows = await dead_letters.list_dead(hub.db, dest)
-    return {"dead_letters": [{
-        "id": d.id, "destination_id": d.destination_id, "ticket_id": d.ticket_id, "event_type": d.event_type,
-        "attempts": d.attempts, "last_status": d.last_status,
-        "last_error": queries._masked(d.last_error, who.pii),
-        "last_response": queries._masked(d.last_response, who.pii),
-        "first_attempt_at": iso(d.first_attempt_at), "held": d.held} for d in rows]}
+    return {"dead_letters": await queries.list_dead_letters(hub.db, pii=who.pii, destination=dest)}
 
 
 async def _retry(hub: Hub, request: web.Request, who: Principal | None) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from hub import dead_letters
 from hub.pii import PiiCipher, mask_contacts_in
 from hub.records import (
     audit_log,
@@ -86,7 +87,7 @@ async def ticket_detail(db: Database, cipher: PiiCipher, ticket_id: int, *, pii:
         "ticket": ticket_view(t), "order": order_view(order),
         "customer": customer_view(customer, cipher, pii=pii),
         "timeline": [{"id": e.id, "kind": e.kind, "from": e.from_status, "to": e.to_status,
-                      "detail": _masked(e.detail, pii), "raw_event_id": e.raw_event_id, "at": iso(e.at)}
+                      "detail": masked(e.detail, pii), "raw_event_id": e.raw_event_id, "at": iso(e.at)}
                      for e in timeline],
         "raw_events": [{"id": r.id, "source_id": r.source_id, "dedupe_key": r.dedupe_key, "state": r.state,
                         "reason": r.reason, "mapping_version": r.mapping_version,
@@ -125,7 +126,7 @@ def _push(p: Any, pii: bool) -> dict[str, Any]:
             "event_type": p.event_type, "idempotency_key": p.idempotency_key, "state": p.state,
             "attempts": p.attempts, "next_attempt_at": iso(p.next_attempt_at),
             "first_attempt_at": iso(p.first_attempt_at), "last_status": p.last_status,
-            "last_error": _masked(p.last_error, pii), "last_response": _masked(p.last_response, pii),
+            "last_error": masked(p.last_error, pii), "last_response": masked(p.last_response, pii),
             "created_at": iso(p.created_at)}
     # What a pii: true destination was sent carries the contact in clear: only for pii tokens.
     view["payload"] = p.payload if pii else None
@@ -154,14 +155,23 @@ async def list_audit(db: Database, *, before: int | None = None, limit: int = 50
                  "at": iso(a.at)} for a in (await conn.execute(stmt)).all()]
 
 
-def _masked(value: Any, pii: bool) -> Any:
+async def list_dead_letters(db: Database, *, pii: bool, destination: str | None = None) -> list[dict[str, Any]]:
+    """Dead pushes (:func:`hub.dead_letters.list_dead`), each with how many it holds back."""
+    return [{"id": d.id, "destination_id": d.destination_id, "ticket_id": d.ticket_id,
+             "event_type": d.event_type, "attempts": d.attempts, "last_status": d.last_status,
+             "last_error": masked(d.last_error, pii), "last_response": masked(d.last_response, pii),
+             "first_attempt_at": iso(d.first_attempt_at), "held": d.held}
+            for d in await dead_letters.list_dead(db, destination)]
+
+
+def masked(value: Any, pii: bool) -> Any:
     """Free text and details as stored, with phones and e-mails masked for tokens without pii."""
     if pii or value is None:
         return value
     if isinstance(value, str):
         return mask_contacts_in(value)
     if isinstance(value, dict):
-        return {k: _masked(v, pii) for k, v in value.items()}
+        return {k: masked(v, pii) for k, v in value.items()}
     if isinstance(value, list):
-        return [_masked(v, pii) for v in value]
+        return [masked(v, pii) for v in value]
     return value
