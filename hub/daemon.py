@@ -10,6 +10,7 @@ flight, then close — exit 0 with nothing half-done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import resource
 import signal
@@ -21,7 +22,7 @@ import structlog
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from hub import backlog, systemd
+from hub import backlog, samples, systemd
 from hub.config import HubConfig
 from hub.delivery import ActiveDestination, Deliverer
 from hub.errors import ConfigError, MappingError, Problem
@@ -35,6 +36,7 @@ from hub.pii import PiiCipher
 from hub.pipeline import DestinationRuntime, Pipeline, SourceRuntime
 from hub.polling import LEASE_SECONDS, PollRunner, process_owner
 from hub.processes import ALL, describe
+from hub.records import utcnow
 from hub.registry import Registry
 from hub.retry import RetryPolicy
 from hub.server import build_app
@@ -348,6 +350,8 @@ class Hub:
         for dest, states in b.outbox.items():
             for state, n in states.items():
                 self.metrics.outbox_backlog.labels(dest, state).set(n)
+        with contextlib.suppress(*UNAVAILABLE):
+            await samples.record(self.db, b, utcnow())
 
 
 def _when(has_work: Callable[[], Awaitable[bool]], step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:

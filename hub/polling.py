@@ -45,7 +45,7 @@ from hub.interfaces import UNREADABLE, InboundEvent, PollBatch, PollingSource, P
 from hub.mapping import InboundMapping
 from hub.metrics import Metrics
 from hub.pii import PiiCipher
-from hub.records import source_cursors, source_state, utcnow
+from hub.records import audit_log, source_cursors, source_state, utcnow
 from hub.redaction import error_summary
 from hub.storage import UNAVAILABLE, Database
 from hub.supervisor import Worker, WorkerFn
@@ -151,6 +151,11 @@ class PollRunner:
             worker.beat()
             throttled = False
             try:
+                if await self._paused():
+                    await self._release_lease()
+                    self.health.leased = False
+                    await self._sleep(min(stream.interval, 5.0), worker)
+                    continue
                 if not await self._hold_lease():
                     self.health.leased = False
                     await self._sleep(min(stream.interval, self.lease_seconds / 2), worker)
@@ -293,10 +298,17 @@ class PollRunner:
         self._lease_until = until if got else None
         return got
 
+    async def _paused(self) -> bool:
+        async with self.db.read() as conn:
+            return bool((await conn.execute(sa.select(source_state.c.paused).where(
+                source_state.c.source_id == self.source_id))).scalar())
+
     async def _renew_lease(self, conn: AsyncConnection, now: datetime) -> None:
         until = now + timedelta(seconds=self.lease_seconds)
+        # A pause taken while a stream is read stops it after the page in hand.
         res = await conn.execute(sa.update(source_state).where(
             source_state.c.source_id == self.source_id, source_state.c.lease_owner == self.owner,
+            source_state.c.paused.is_(False),
         ).values(lease_until=until))
         if res.rowcount != 1:
             raise LeaseLost(self.source_id)
@@ -312,10 +324,7 @@ class PollRunner:
         self._lease_until = None
 
     async def _ensure_state_row(self, conn: AsyncConnection, now: datetime) -> None:
-        dialect_insert = sqlite.insert if self.db.is_sqlite else postgresql.insert
-        await conn.execute(dialect_insert(source_state).values(
-            source_id=self.source_id, healthy=True, circuit="closed", updated_at=now,
-        ).on_conflict_do_nothing(index_elements=["source_id"]))
+        await _ensure_state_row(self.db, conn, self.source_id, now)
 
     async def _save_health(self) -> None:
         """Health goes to the database so the admin API and other processes see it."""
@@ -390,7 +399,31 @@ async def source_states(db: Database) -> dict[str, dict[str, Any]]:
         out[s.source_id] = {
             "healthy": s.healthy, "circuit": s.circuit, "last_success_at": s.last_success_at,
             "last_error": s.last_error, "last_error_at": s.last_error_at, "lag_seconds": s.lag_seconds,
-            "lease_owner": s.lease_owner, "lease_until": s.lease_until, "cursors": {}}
+            "lease_owner": s.lease_owner, "lease_until": s.lease_until, "paused": s.paused, "cursors": {}}
     for c in cursors:
         out.setdefault(c.source_id, {"cursors": {}})["cursors"][c.stream] = c.cursor
     return out
+
+
+async def set_paused(db: Database, source_id: str, paused: bool, *, actor: str) -> bool:
+    """Pause or resume a polled source for every process; audited. False when it
+    already was so (nothing changed, nothing audited)."""
+    now = utcnow()
+    async with db.write() as conn:
+        await _ensure_state_row(db, conn, source_id, now)
+        res = await conn.execute(sa.update(source_state).where(
+            source_state.c.source_id == source_id, source_state.c.paused.is_(not paused),
+        ).values(paused=paused, updated_at=now))
+        if res.rowcount != 1:
+            return False
+        await conn.execute(sa.insert(audit_log).values(
+            actor=actor, action="source.pause" if paused else "source.resume", target=source_id, at=now,
+            detail={"before": {"paused": not paused}, "after": {"paused": paused}}))
+    return True
+
+
+async def _ensure_state_row(db: Database, conn: AsyncConnection, source_id: str, now: datetime) -> None:
+    dialect_insert = sqlite.insert if db.is_sqlite else postgresql.insert
+    await conn.execute(dialect_insert(source_state).values(
+        source_id=source_id, healthy=True, circuit="closed", updated_at=now,
+    ).on_conflict_do_nothing(index_elements=["source_id"]))

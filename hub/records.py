@@ -135,7 +135,8 @@ class Ticket(SQLModel, table=True):
     assignee: str | None = None
     sla_due_at: datetime | None = _ts()
     source_updated_at: datetime | None = _ts()
-    created_at: datetime | None = _ts(nullable=False)
+    # Indexed: reports and exports over a period read the tickets created in it.
+    created_at: datetime | None = _ts(nullable=False, index=True)
     updated_at: datetime | None = _ts(nullable=False)
 
 
@@ -244,6 +245,9 @@ class SourceState(SQLModel, table=True):
     last_error_at: datetime | None = _ts()
     # How far behind now the committed cursor is (seconds), as of the last poll.
     lag_seconds: float | None = None
+    # Paused by an operator (admin API): no process polls it until resumed.
+    paused: bool = Field(default=False, sa_column=sa.Column(sa.Boolean(), nullable=False,
+                                                            server_default=sa.false()))
     updated_at: datetime | None = _ts(nullable=False)
 
 
@@ -258,6 +262,25 @@ class SourceCursor(SQLModel, table=True):
     updated_at: datetime | None = _ts(nullable=False)
 
 
+class BacklogSample(SQLModel, table=True):
+    """The backlog once a minute, for the dashboard's charts over time.
+
+    Counters, not rates: ``received`` is the highest raw event id, ``pushes``
+    the highest outbox id, so a rate is the difference of two samples. The
+    first process to write a minute's row wins; older rows are trimmed.
+    """
+
+    __tablename__ = "backlog_samples"
+
+    minute: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), primary_key=True))
+    received: int = 0
+    inbox_pending: int = 0
+    quarantined: int = 0
+    pushes: int = 0
+    outbox_pending: int = 0
+    dead: int = 0
+
+
 metadata = SQLModel.metadata
 raw_events = RawEvent.__table__  # type: ignore[attr-defined]
 outbox = Outbox.__table__  # type: ignore[attr-defined]
@@ -270,3 +293,4 @@ customer_merges = CustomerMerge.__table__  # type: ignore[attr-defined]
 audit_log = AuditLog.__table__  # type: ignore[attr-defined]
 source_state = SourceState.__table__  # type: ignore[attr-defined]
 source_cursors = SourceCursor.__table__  # type: ignore[attr-defined]
+backlog_samples = BacklogSample.__table__  # type: ignore[attr-defined]

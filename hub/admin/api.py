@@ -1,4 +1,5 @@
-"""The admin API, ``/api/v1``: sources, tickets, customers, pushes, dead letters, audit.
+"""The admin API, ``/api/v1``: sources, tickets, customers, pushes, dead letters,
+reports, the backlog over time, audit.
 
 Every endpoint is one entry of :data:`ENDPOINTS` — method, path, the role it
 needs, its query parameters and what it does — from which both the routes and
@@ -15,7 +16,7 @@ import io
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,10 +26,9 @@ import sqlalchemy as sa
 import structlog
 from aiohttp import web
 
-from hub import backlog, dead_letters, export
+from hub import backlog, dead_letters, export, polling, reports, samples
 from hub.admin import queries
 from hub.admin.auth import Forbidden, Principal, Tokens, Unauthorized
-from hub.polling import source_states
 from hub.records import audit_log, utcnow
 from hub.views import iso
 
@@ -101,7 +101,7 @@ def _args(request: web.Request, params: tuple[Param, ...]) -> dict[str, Any]:
 # ---------------------------------------------------------------- handlers
 
 async def _sources(hub: Hub, _request: web.Request, _who: Principal | None) -> Any:
-    states = await source_states(hub.db)
+    states = await polling.source_states(hub.db)
     out = []
     for s in hub.config.sources:
         kind = hub.registry.sources.get(s.kind)
@@ -111,7 +111,8 @@ async def _sources(hub: Hub, _request: web.Request, _who: Principal | None) -> A
                     "healthy": st.get("healthy"), "circuit": st.get("circuit"),
                     "last_success_at": iso(st.get("last_success_at")), "lag_seconds": st.get("lag_seconds"),
                     "last_error": st.get("last_error"), "last_error_at": iso(st.get("last_error_at")),
-                    "lease_owner": st.get("lease_owner"), "lease_until": iso(st.get("lease_until"))})
+                    "lease_owner": st.get("lease_owner"), "lease_until": iso(st.get("lease_until")),
+                    "paused": bool(st.get("paused"))})
     return {"sources": out}
 
 
@@ -259,6 +260,55 @@ async def _audit(hub: Hub, request: web.Request, _who: Principal | None) -> Any:
     return {"audit": await queries.list_audit(hub.db, before=a["before"], limit=a["limit"] or 50)}
 
 
+_PERIOD = (Param("since", "date-time", help="tickets created at or after (default: 7 days ago)"),
+           Param("until", "date-time", help="tickets created before (default: now)"))
+
+
+def period_of(a: dict[str, Any]) -> reports.Period:
+    until = a.get("until") or utcnow()
+    since = a.get("since") or until - timedelta(days=7)
+    if since >= until:
+        raise BadRequest("since must be before until")
+    return reports.Period(since, until)
+
+
+async def _reports(hub: Hub, request: web.Request, _who: Principal | None) -> Any:
+    r = await reports.report(hub.db, period_of(_args(request, _PERIOD)))
+    return {**r, "since": iso(r["since"]), "until": iso(r["until"])}
+
+
+_MINUTES = (Param("minutes", "integer", help="how far back, in minutes (default 60, at most 10080)"),)
+
+
+async def _backlog(hub: Hub, request: web.Request, _who: Principal | None) -> Any:
+    minutes = _args(request, _MINUTES)["minutes"] or 60
+    if not 1 <= minutes <= 10080:
+        raise BadRequest("minutes must be 1..10080 (a week)")
+    points = await samples.series(hub.db, utcnow() - timedelta(minutes=minutes))
+    return {"minutes": minutes, "points": [{"minute": iso(p.minute), "received": p.received,
+                                            "settled": p.settled, "inbox_pending": p.inbox_pending,
+                                            "outbox_pending": p.outbox_pending, "dead": p.dead}
+                                           for p in points]}
+
+
+_SOURCE = (Param("id", "string", "path"),)
+
+
+def _pause(paused: bool) -> Callable[..., Awaitable[Any]]:
+    async def handle(hub: Hub, request: web.Request, who: Principal | None) -> Any:
+        assert who is not None
+        source_id = _args(request, _SOURCE)["id"]
+        source = next((s for s in hub.config.sources if s.id == source_id), None)
+        if source is None:
+            raise web.HTTPNotFound(text=f"no source {source_id!r} in the config")
+        kind = hub.registry.sources.get(source.kind)
+        if kind is None or kind.poller is None:
+            raise BadRequest(f"{source_id} is a webhook source: the platform pushes, there is no poll to pause")
+        changed = await polling.set_paused(hub.db, source_id, paused, actor=f"api:{who.name}")
+        return {"source": source_id, "paused": paused, "changed": changed}
+    return handle
+
+
 async def _openapi(_hub: Hub, _request: web.Request, _who: Principal | None) -> Any:
     return openapi()
 
@@ -268,6 +318,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/status", "viewer", "Ready or not and why, the inbox, every destination's pushes and "
              "health, every source", _status),
     Endpoint("GET", "/sources", "viewer", "Every source: kind, health, circuit, lag, last error, lease", _sources),
+    Endpoint("POST", "/sources/{id}/pause", "operator", "Stop polling a source (every process) until resumed",
+             _pause(True), _SOURCE),
+    Endpoint("POST", "/sources/{id}/resume", "operator", "Poll a paused source again", _pause(False), _SOURCE),
+    Endpoint("GET", "/backlog", "viewer", "The backlog once a minute: received, settled pushes, pending, dead",
+             _backlog, _MINUTES),
+    Endpoint("GET", "/reports", "viewer", "Volume by channel/type/reason, first-response and resolution times, "
+             "refund totals by reason and SKU (top 100), over the tickets created in a period",
+             _reports, _PERIOD),
     Endpoint("GET", "/tickets", "viewer", "Tickets, newest first, filtered", _tickets, _TICKET_FILTERS),
     Endpoint("GET", "/tickets/{id}", "viewer", "A ticket with its order, customer, timeline, raw events and "
              "pushes", _ticket, _ID),

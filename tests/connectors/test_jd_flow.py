@@ -3,6 +3,7 @@ no gap and no duplicate under churn and call limits, and health."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -93,3 +94,23 @@ async def test_invalid_token_shows_unhealthy_and_recovers(
 
 async def _one_ticket(hub: Hub) -> bool:
     return await count(hub, tickets) == 1
+
+
+async def test_a_paused_source_is_not_polled_until_resumed(
+        registry: Registry, db_url: str, pii_key: str, site_secret: str, sim: JdSimulator) -> None:
+    from hub import polling
+
+    hub = await start_hub(registry, db_url, pii_key, site_secret, [jd_source(sim)])
+    try:
+        await wait_until(lambda: sim.calls["jingdong.asc.query.list"] > 0, timeout=10)
+        assert await polling.set_paused(hub.db, "jd", True, actor="test")
+        await wait_until(lambda: not hub.pollers["jd"].health.leased, timeout=10)
+        calls = sim.calls["jingdong.asc.query.list"]
+        sim.create_service()
+        await asyncio.sleep(1.5)  # five poll intervals
+        assert sim.calls["jingdong.asc.query.list"] == calls and await count(hub, tickets) == 0
+        assert (await polling.source_states(hub.db))["jd"]["lease_owner"] is None  # given back while paused
+        assert await polling.set_paused(hub.db, "jd", False, actor="test")
+        await wait_until(lambda: _one_ticket(hub), timeout=10)
+    finally:
+        await hub.stop()
