@@ -17,6 +17,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from hub import dashboard
 from hub.admin import api as admin_api
 from hub.errors import IngressError, PayloadTooLarge, StorageUnavailable
 from hub.inbox import intake
@@ -206,6 +207,7 @@ def build_app(hub: Hub) -> web.Application:
     _add(app, "/readyz", GET=readyz)
     _add(app, "/metrics", GET=metrics)
     admin_api.add_routes(app, hub)
+    dashboard.add_routes(app, hub)
     app.router.add_route("*", "/{path:.*}", _no_such_endpoint)
     return app
 

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from connectors.wechat.crypto import signature
 from connectors.wechat.simulator import new_aes_key
 from hub import standard_webhooks
+from hub.admin.auth import Tokens
 from hub.daemon import Hub
 from hub.mapping import default_mappings_dir
 from hub.records import raw_events
@@ -152,7 +153,11 @@ ENDPOINTS = [("POST", "/webhooks/site"), ("POST", "/webhooks/cc"), ("POST", "/we
              ("GET", "/api/v1/openapi.json"), ("GET", "/api/v1/sources"), ("GET", "/api/v1/tickets"),
              ("GET", "/api/v1/tickets/1"), ("GET", "/api/v1/customers/1"), ("GET", "/api/v1/outbox"),
              ("GET", "/api/v1/dead-letters"), ("POST", "/api/v1/dead-letters/1/retry"),
-             ("POST", "/api/v1/dead-letters/1/drop"), ("GET", "/api/v1/audit"), ("PATCH", "/api/v1/audit")]
+             ("POST", "/api/v1/dead-letters/1/drop"), ("GET", "/api/v1/audit"), ("PATCH", "/api/v1/audit"),
+             ("GET", "/api/v1/reports"), ("GET", "/api/v1/backlog"), ("POST", "/api/v1/sources/site/pause"),
+             # The dashboard; "signed" here means with a session cookie.
+             ("GET", "/dashboard"), ("POST", "/dashboard/login"), ("POST", "/dashboard/logout"),
+             ("GET", "/dashboard/tickets/1"), ("POST", "/dashboard/dead-letters/1/retry")]
 FRAMING = {"content-length", "transfer-encoding", "connection", "host", "expect", "upgrade", "te", "trailer"}
 
 
@@ -181,6 +186,10 @@ def signed_headers(live: Live, endpoint: str, body: bytes, headers: dict[str, by
         return headers, params.encode() + (b"&" + query if query else b"")
     if endpoint.startswith("/api/"):
         return {**headers, "authorization": b"Bearer " + ADMIN_TOKEN.encode()}, query
+    if endpoint.startswith("/dashboard"):
+        tokens = Tokens(list(live.hub.config.security.tokens))
+        session = tokens.session_for(tokens.authenticate(f"Bearer {ADMIN_TOKEN}"), 600)
+        return {**headers, "cookie": f"hub_session={session}".encode()}, query
     return headers, query
 
 

@@ -100,7 +100,8 @@ def _args(request: web.Request, params: tuple[Param, ...]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- handlers
 
-async def _sources(hub: Hub, _request: web.Request, _who: Principal | None) -> Any:
+async def sources_of(hub: Hub) -> list[dict[str, Any]]:
+    """Every configured source with its health (what /sources, /status and the dashboard show)."""
     states = await polling.source_states(hub.db)
     out = []
     for s in hub.config.sources:
@@ -113,10 +114,19 @@ async def _sources(hub: Hub, _request: web.Request, _who: Principal | None) -> A
                     "last_error": st.get("last_error"), "last_error_at": iso(st.get("last_error_at")),
                     "lease_owner": st.get("lease_owner"), "lease_until": iso(st.get("lease_until")),
                     "paused": bool(st.get("paused"))})
-    return {"sources": out}
+    return out
+
+
+async def _sources(hub: Hub, _request: web.Request, _who: Principal | None) -> Any:
+    return {"sources": await sources_of(hub)}
 
 
 async def _status(hub: Hub, _request: web.Request, _who: Principal | None) -> Any:
+    return await status_of(hub)
+
+
+async def status_of(hub: Hub) -> dict[str, Any]:
+    """Ready or not and why, the inbox, every destination and every source."""
     counts = await backlog.count(hub.db, sorted(hub.deliverer.destinations))
     return {"ready": not (problems := await hub.readiness_problems()), "problems": problems,
             "inbox": counts.inbox,
@@ -124,7 +134,7 @@ async def _status(hub: Hub, _request: web.Request, _who: Principal | None) -> An
                                  "last_error": queries.masked(hub.deliverer.destinations[d].health.last_error,
                                                                False)}
                              for d, n in counts.outbox.items()},
-            **(await _sources(hub, _request, _who))}
+            "sources": await sources_of(hub)}
 
 
 _PAGE = (Param("before", "integer", help="ids below this: the last id of the previous page"),

@@ -5,11 +5,18 @@ drop, replay), ``admin`` also reads the audit log — and may have the ``pii``
 grant, without which every phone, address, e-mail and name in an answer is
 masked. Tokens are compared in constant time, against every configured one,
 so the time an answer takes says nothing about how close a guess was.
+
+The dashboard signs in once with a token and then carries a session cookie:
+``name.expiry.mac``, the MAC keyed with that token's own secret. Any hub
+process can check it (nothing is stored), and removing or changing the token
+ends its sessions at the next reload.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import time
 from dataclasses import dataclass
 
 from hub.config import TokenConfig
@@ -61,3 +68,36 @@ class Tokens:
         if not who.may(role):
             raise Forbidden(f"token {who.name!r} is a {who.role}; this needs {role}")
         return who
+
+    # ------------------------------------------------------------ dashboard sessions
+
+    def _secret_of(self, name: str) -> tuple[bytes, Principal] | None:
+        return next(((sec, p) for sec, p in self._known if p.name == name), None)
+
+    @staticmethod
+    def _mac(secret: bytes, message: str) -> str:
+        return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
+
+    def session_for(self, who: Principal, ttl_seconds: int, now: float | None = None) -> str:
+        found = self._secret_of(who.name)
+        if found is None:
+            raise Unauthorized("unknown token")
+        expiry = int((now if now is not None else time.time()) + ttl_seconds)
+        return f"{who.name}.{expiry}.{self._mac(found[0], f'session:{who.name}:{expiry}')}"
+
+    def from_session(self, value: str | None, now: float | None = None) -> Principal:
+        parts = (value or "").rsplit(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            raise Unauthorized("sign in with a token")
+        name, expiry, mac = parts
+        found = self._secret_of(name)
+        if found is None or not hmac.compare_digest(mac, self._mac(found[0], f"session:{name}:{expiry}")):
+            raise Unauthorized("the session is not valid any more; sign in again")
+        if int(expiry) < (now if now is not None else time.time()):
+            raise Unauthorized("the session has ended; sign in again")
+        return found[1]
+
+    def csrf_for(self, session: str) -> str:
+        """The form token that proves a POST came from a page we served to this session."""
+        found = self._secret_of(session.rsplit(".", 2)[0])
+        return self._mac(found[0], f"csrf:{session}") if found else ""

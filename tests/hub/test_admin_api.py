@@ -205,3 +205,27 @@ async def test_exports_stream_every_ticket_masked_without_pii(
     _, audit, _ = await _get(http, admin_hub, "/api/v1/audit", role="admin")
     assert [(a["action"], a["detail"]["pii"]) for a in audit["audit"]][:3] == [
         ("export.csv", True), ("export.xlsx", False), ("export.csv", False)]
+
+
+async def test_dashboard_pages_never_show_a_contact_without_pii_and_both_languages_are_complete(
+        admin_hub: Hub, website: WebsiteSimulator, receiver: Receiver) -> None:
+    from hub.dashboard.texts import LANGUAGES, TEXTS
+
+    assert [k for k, v in TEXTS.items() if set(v) != set(LANGUAGES)] == []
+    base = f"http://127.0.0.1:{admin_hub.port}/dashboard"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        await _dead_ticket(admin_hub, http, website, receiver)
+        async with http.get(base) as r:   # not signed in: the sign-in page, nothing else
+            assert r.status == 200 and 'name="token"' in await r.text() and "dead-letters" not in await r.text()
+        async with http.post(base + "/login", data={"token": "wrong"}) as r:
+            assert r.status == 401
+        async with http.post(base + "/login", data={"token": TOKENS["viewer"]}) as r:
+            assert r.status == 200 and "Recent tickets" in await r.text()
+        secrets = (PERSON.phone, PERSON.phone[-8:], "文三路", PERSON.email, PERSON.name)
+        pages = [base, base + "?lang=zh", base + "?q=1", base + "/tickets/1"]
+        for page in pages:
+            async with http.get(page) as r:
+                text = await r.text()
+                assert r.status == 200 and not [s for s in secrets if s in text], page
+        async with http.get(base + "/tickets/999") as r:
+            assert r.status == 404
