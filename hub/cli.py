@@ -317,8 +317,6 @@ def export(target: Annotated[Path, typer.Argument(help="file to write: .csv or .
            until: Annotated[str | None, typer.Option(help="created before (ISO 8601, with zone)")] = None,
            pii: Annotated[bool, typer.Option("--pii", help="contacts unmasked")] = False) -> None:
     """Tickets as a spreadsheet (CSV or XLSX), streamed: a million rows never sit in memory."""
-    from datetime import datetime
-
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from hub import export as exports
@@ -329,19 +327,8 @@ def export(target: Annotated[Path, typer.Argument(help="file to write: .csv or .
         console.print("[red]the file must end in .csv or .xlsx[/]")
         raise typer.Exit(2)
 
-    def when(text: str | None, name: str) -> datetime | None:
-        if text is None:
-            return None
-        try:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            value = None
-        if value is None or value.tzinfo is None:
-            console.print(f"[red]--{name}: an ISO 8601 time with a zone, e.g. 2026-11-11T00:00:00+08:00[/]")
-            raise typer.Exit(2)
-        return value
-
-    f = exports.ExportFilter(status=status, channel=channel, since=when(since, "since"), until=when(until, "until"))
+    f = exports.ExportFilter(status=status, channel=channel, since=_when(since, "since"),
+                             until=_when(until, "until"))
     cfg, _ = _load(config)
     cipher = PiiCipher.from_config(cfg.security)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as bar:
@@ -434,6 +421,98 @@ def mapping_test(
               "order": normalized.order, "customer": normalized.customer,
               "identities": [{"kind": k, "value": v} for k, v in normalized.identities]}
     out.print_json(json.dumps(result, default=str, ensure_ascii=False))
+
+
+def _when(text: str | None, name: str) -> Any:
+    """An option's ISO 8601 time (with a zone), or exit 2 saying what is wanted."""
+    from datetime import datetime
+
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        console.print(f"[red]--{name}: an ISO 8601 time with a zone, e.g. 2026-11-11T00:00:00+08:00[/]")
+        raise typer.Exit(2)
+    return value
+
+
+@app.command()
+def replay(
+    config: ConfigPath = None,
+    source: Annotated[str | None, typer.Option(help="only this source's tickets and events")] = None,
+    since: Annotated[str | None, typer.Option(help="tickets created (events received) at or after, ISO 8601")] = None,
+    until: Annotated[str | None, typer.Option(help="tickets created (events received) before, ISO 8601")] = None,
+    ticket: Annotated[list[int] | None, typer.Option(help="only these tickets (repeat the option)")] = None,
+    quarantined: Annotated[bool, typer.Option("--quarantined", help="also retry quarantined events")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="apply without asking")] = False,
+    show: Annotated[int, typer.Option(help="at most this many changes listed")] = 50,
+) -> None:
+    """Re-map stored raw events with the mappings as they are now: shows the diff, applies it on
+    confirmation; each changed ticket's ticket.updated push goes out once."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+    from rich.table import Table
+
+    from hub import replay as replays
+    from hub.daemon import build_runtimes
+    from hub.pii import PiiCipher, mask_contacts_in
+
+    cfg, registry = _load(config)
+    try:
+        sources, destinations = build_runtimes(cfg, registry)
+    except MappingError as err:
+        _print_problems("the mappings do not compile", err)
+        raise typer.Exit(2) from None
+    cipher = PiiCipher.from_config(cfg.security)
+    scope = replays.Scope(source=source, since=_when(since, "since"), until=_when(until, "until"),
+                          ticket_ids=tuple(ticket or ()), quarantined=quarantined)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as bar:
+        task = bar.add_task("mapping stored events again", total=None)
+        planned = _with_db(config, lambda db: replays.plan(
+            db, cipher, sources, list(cfg.sync), scope,
+            lambda n: bar.update(task, description=f"{n:,} tickets looked at")))
+
+    def shown(value: Any) -> str:
+        text = "∅" if value is None else mask_contacts_in(str(value))
+        return text if len(text) <= 60 else text[:59] + "…"
+
+    table = Table(title=f"tickets that change ({len(planned.tickets)} of {planned.examined:,} looked at)")
+    for col in ("ticket", "source / id", "field", "now", "after", "pushes to"):
+        table.add_column(col)
+    for d in planned.tickets[:show]:
+        for i, (name, (before, after)) in enumerate(sorted(d.changes.items())):
+            table.add_row(str(d.ticket_id) if i == 0 else "", f"{d.source_id} {d.external_id}" if i == 0 else "",
+                          name, shown(before), shown(after), (", ".join(d.destinations) or "–") if i == 0 else "")
+    out.print(table)
+    if len(planned.tickets) > show:
+        out.print(f"… and {len(planned.tickets) - show:,} more (--show N lists more)")
+    if planned.unmappable:
+        out.print(f"[yellow]{planned.unmappable:,} tickets whose events the mappings now refuse: left as they are[/]")
+    retried = [r for r in planned.requeue if r.outcome.startswith(("maps", "ignored"))]
+    if quarantined:
+        q = Table(title=f"quarantined events ({len(retried)} of {len(planned.requeue)} would now go through)")
+        for col in ("raw event", "source", "was", "now"):
+            q.add_column(col)
+        for r in planned.requeue[:show]:
+            q.add_row(str(r.raw_event_id), r.source_id, shown(r.reason), shown(r.outcome))
+        out.print(q)
+    if not planned.tickets and not retried:
+        out.print("nothing to replay: the mappings make of the stored events what the tickets already hold")
+        return
+    if not yes and not typer.confirm(f"apply to {len(planned.tickets):,} tickets and requeue {len(retried):,} "
+                                     "events?", default=False):
+        out.print("nothing changed")
+        return
+    labels = {sid: rt.mapping.label for sid, rt in sources.items()}
+    done = _with_db(config, lambda db: replays.apply(db, cipher, destinations, list(cfg.sync), planned,
+                                                     actor=_actor(), mapping_labels=labels))
+    out.print(f"replay {done.replay_id}: {done.tickets:,} tickets updated, {done.pushes:,} pushes queued, "
+              f"{done.requeued:,} events requeued")
+    if done.skipped:
+        out.print(f"[yellow]{len(done.skipped):,} tickets changed since the plan and were left alone "
+                  f"(run the replay again): {', '.join(map(str, done.skipped[:20]))}[/]")
 
 
 def _with_db(config: Path | None, work: Any) -> Any:

@@ -73,6 +73,19 @@ def compile_mappings(cfg: HubConfig, registry: Registry) -> tuple[MappingSet, li
     return mappings, problems
 
 
+def build_runtimes(cfg: HubConfig, registry: Registry) -> tuple[dict[str, SourceRuntime],
+                                                                dict[str, DestinationRuntime]]:
+    """Every enabled source and destination with its compiled mapping (MappingError
+    naming every problem): what the daemon runs and what ``hub replay`` redoes."""
+    mappings, problems = compile_mappings(cfg, registry)
+    if problems:
+        raise MappingError(problems)
+    sources = {s.id: SourceRuntime(s, mappings.inbound(s.mapping_name)) for s in cfg.sources if s.enabled}
+    dests = {d.id: DestinationRuntime(d, mappings.outbound(d.mapping_name))
+             for d in cfg.destinations if d.enabled}
+    return sources, dests
+
+
 class Hub:
     """One hub process: all of it, or some of its roles (see :mod:`hub.processes`)."""
 
@@ -118,15 +131,11 @@ class Hub:
         if unavailable:
             raise ConfigError([Problem("", f"{u}; disable it (enabled: false) or remove it")
                                for u in unavailable])
-        mappings, problems = compile_mappings(self.config, self.registry)
-        if problems:
-            raise MappingError(problems)
-        sources: dict[str, SourceRuntime] = {}
+        sources, dests = build_runtimes(self.config, self.registry)
         for s in self.config.sources:
             if not s.enabled:
                 continue
-            rt = SourceRuntime(s, mappings.inbound(s.mapping_name))
-            sources[s.id] = rt
+            rt = sources[s.id]
             kind = self.registry.sources[s.kind]
             if kind.webhook is not None:
                 self.webhook_sources[s.id] = (kind.webhook(s), rt.mapping)
@@ -135,12 +144,10 @@ class Hub:
                                                 lease_seconds=float(getattr(s, "lease", LEASE_SECONDS)),
                                                 owner=self.owner, metrics=self.metrics,
                                                 on_stored=lambda _n: self.wake_pipeline())
-        dests: dict[str, DestinationRuntime] = {}
         active: dict[str, ActiveDestination] = {}
         for d in self.config.destinations:
             if not d.enabled:
                 continue
-            dests[d.id] = DestinationRuntime(d, mappings.outbound(d.mapping_name))
             factory = self.registry.destinations[d.kind].factory
             assert factory is not None
             active[d.id] = ActiveDestination(factory(d), RetryPolicy(self.config.retry_for(d)),

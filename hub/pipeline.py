@@ -78,6 +78,24 @@ def parse_body(text: str) -> Any:
         raise Quarantine(f"body is not JSON: {err}") from None
 
 
+def normalize_row(cipher: PiiCipher, rt: SourceRuntime | None, row: Any) -> Normalized:
+    """A stored raw event (``source_id``, ``headers``, sealed ``body``) through its
+    source's mapping as it is now: what the pipeline does, and what a replay redoes."""
+    if rt is None:
+        raise Quarantine(f"source {row.source_id!r} is not configured")
+    problem = row.headers.get(UNREADABLE) if isinstance(row.headers, dict) else None
+    if problem:
+        raise Quarantine(str(problem))
+    try:
+        text = cipher.open_body(row.body)
+    except (ValueError, InvalidTag, UnicodeDecodeError) as err:
+        raise Quarantine(f"the sealed body cannot be opened ({type(err).__name__}): "
+                         "was it sealed with a key no longer configured?") from None
+    normalized = rt.mapping.apply(event_document(row.source_id, row.headers, parse_body(text)))
+    scrub_free_text(normalized)
+    return normalized
+
+
 @dataclass(slots=True)
 class Mapped:
     """A claimed batch after mapping: the events to apply, and the outcomes of the rest."""
@@ -253,19 +271,7 @@ class Pipeline:
         return plan
 
     def _normalize(self, rt: SourceRuntime | None, row: Claimed) -> Normalized:
-        if rt is None:
-            raise Quarantine(f"source {row.source_id!r} is not configured")
-        problem = row.headers.get(UNREADABLE) if isinstance(row.headers, dict) else None
-        if problem:
-            raise Quarantine(str(problem))
-        try:
-            text = self.cipher.open_body(row.body)
-        except (ValueError, InvalidTag, UnicodeDecodeError) as err:
-            raise Quarantine(f"the sealed body cannot be opened ({type(err).__name__}): "
-                             "was it sealed with a key no longer configured?") from None
-        normalized = rt.mapping.apply(event_document(row.source_id, row.headers, parse_body(text)))
-        scrub_free_text(normalized)
-        return normalized
+        return normalize_row(self.cipher, rt, row)
 
     def _apply(self, records: Records, ev: Event, now: Any) -> Settlement:
         """One event applied in memory; on any error its changes are undone and it is quarantined."""

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 import structlog
 from aiohttp import web
 
-from hub import backlog, dead_letters, export, polling, reports, samples
+from hub import backlog, dead_letters, export, polling, replay, reports, samples
 from hub.admin import queries
 from hub.admin.auth import Forbidden, Principal, Tokens, Unauthorized
 from hub.records import audit_log, utcnow
@@ -319,6 +319,68 @@ def _pause(paused: bool) -> Callable[..., Awaitable[Any]]:
     return handle
 
 
+_REPLAY_BODY: dict[str, Any] = {"type": "object", "properties": {
+    "source": {"type": "string"}, "since": {"type": "string", "format": "date-time"},
+    "until": {"type": "string", "format": "date-time"}, "ticket_ids": {"type": "array", "items": {"type": "integer"}},
+    "quarantined": {"type": "boolean"}, "apply": {"type": "boolean", "description": "false (default): the diff only"}}}
+
+
+def _replay_scope(body: Any) -> tuple[replay.Scope, bool]:
+    if not isinstance(body, dict) or set(body) - set(_REPLAY_BODY["properties"]):
+        raise BadRequest(f"the body is an object of {sorted(_REPLAY_BODY['properties'])}")
+    times: dict[str, datetime | None] = {}
+    for name in ("since", "until"):
+        raw = body.get(name)
+        if raw is None:
+            times[name] = None
+            continue
+        try:
+            when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest(f"{name} must be an ISO 8601 time") from None
+        if when.tzinfo is None:
+            raise BadRequest(f"{name} needs a time zone")
+        times[name] = when
+    ids = body.get("ticket_ids") or []
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 2**63
+                                            for i in ids) or len(ids) > 10_000:
+        raise BadRequest("ticket_ids is a list of at most 10,000 ticket ids")
+    source = body.get("source")
+    if source is not None and not isinstance(source, str):
+        raise BadRequest("source is a source id")
+    return (replay.Scope(source=source, since=times["since"], until=times["until"], ticket_ids=tuple(ids),
+                         quarantined=body.get("quarantined") is True), body.get("apply") is True)
+
+
+async def _replay(hub: Hub, request: web.Request, who: Principal | None) -> Any:
+    assert who is not None
+    try:
+        body = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body must be JSON") from None
+    scope, go = _replay_scope(body)
+    p = hub.pipeline
+    planned = await replay.plan(hub.db, hub.cipher, p.sources, p.rules, scope)
+    answer: dict[str, Any] = {
+        "examined": planned.examined, "unmappable": planned.unmappable,
+        "tickets": [{"ticket_id": d.ticket_id, "source_id": d.source_id, "external_id": d.external_id,
+                     "changes": queries.masked({k: {"now": b, "after": a} for k, (b, a) in d.changes.items()},
+                                               who.pii),
+                     "pushes_to": list(d.destinations)} for d in planned.tickets[:queries.MAX_LIMIT]],
+        "requeue": [{"raw_event_id": r.raw_event_id, "source_id": r.source_id,
+                     "was": queries.masked(r.reason, who.pii), "now": queries.masked(r.outcome, who.pii)}
+                    for r in planned.requeue[:queries.MAX_LIMIT]],
+        "applied": None}
+    if go:
+        done = await replay.apply(hub.db, hub.cipher, p.destinations, p.rules, planned, actor=f"api:{who.name}",
+                                  mapping_labels={sid: rt.mapping.label for sid, rt in p.sources.items()})
+        hub.wake_pipeline()
+        hub.deliverer.wake.set()
+        answer["applied"] = {"replay_id": done.replay_id, "tickets": done.tickets, "pushes": done.pushes,
+                             "skipped": done.skipped, "requeued": done.requeued}
+    return answer
+
+
 async def _openapi(_hub: Hub, _request: web.Request, _who: Principal | None) -> Any:
     return openapi()
 
@@ -353,6 +415,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              _export_csv, _EXPORT_FILTERS),
     Endpoint("GET", "/exports/tickets.xlsx", "viewer", "Tickets as XLSX (contacts masked without pii)",
              _export_xlsx, _EXPORT_FILTERS),
+    Endpoint("POST", "/replay", "operator", "Map stored events again with the current mappings: the diff "
+             "(apply: false) or the diff applied, each changed ticket's ticket.updated pushed once", _replay, (),
+             _REPLAY_BODY),
     Endpoint("GET", "/audit", "admin", "Admin actions: who, what, when, before and after", _audit, _PAGE),
 )
 
