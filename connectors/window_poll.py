@@ -91,6 +91,8 @@ def _parse(text: str) -> datetime:
 class WindowedPoll:
     """A :class:`~hub.interfaces.PollStream` over a modified-time list API."""
 
+    backfill = True  # any past window can be read again
+
     def __init__(self, name: str, config: PolledSourceConfig, fetch_page: FetchPage,
                  to_event: ToEvent, *, clock: Callable[[], datetime] = utcnow):
         self.name = name

@@ -440,6 +440,56 @@ def _when(text: str | None, name: str) -> Any:
 
 
 @app.command()
+def backfill(
+    source: Annotated[str, typer.Argument(help="a polled source's id")],
+    since: Annotated[str, typer.Option(help="read again from this time (ISO 8601 with zone) up to now")],
+    config: ConfigPath = None,
+    wait: Annotated[bool, typer.Option(help="wait and show progress (Ctrl-C leaves it running)")] = True,
+) -> None:
+    """Read a polled source again from a past time: the running hub does it beside the live poll;
+    what is already stored is dropped by its dedupe key, so only what is missing is added."""
+    import time
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from hub import polling
+    from hub.records import utcnow
+
+    cfg, registry = _load(config)
+    since_at = _when(since, "since")
+    found = next((s for s in cfg.sources if s.id == source), None)
+    if found is None or not found.enabled:
+        console.print(f"[red]no enabled source {source!r} in the config[/]")
+        raise typer.Exit(2)
+    kind = registry.sources[found.kind]
+    if kind.poller is None:
+        console.print(f"[red]{source} is a webhook source: the platform pushes; ask it to redeliver[/]")
+        raise typer.Exit(2)
+    if since_at >= utcnow():
+        console.print("[red]--since must be in the past[/]")
+        raise typer.Exit(2)
+    streams = asyncio.run(polling.backfillable(kind.poller, found))
+    if not streams:
+        console.print(f"[red]{source} has no stream that can be read from a past time[/]")
+        raise typer.Exit(2)
+    _with_db(config, lambda db: polling.request_backfill(db, source, streams, since_at, actor=_actor()))
+    out.print(f"backfill of {source} ({', '.join(streams)}) from {since_at.isoformat()} asked for; "
+              "the process polling it reads it beside the live poll")
+    if not wait:
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as bar:
+        task = bar.add_task("waiting for the hub to start on it", total=None)
+        while True:
+            left = _with_db(config, lambda db: polling.backfills(db, source))
+            if not left:
+                break
+            bar.update(task, description="read up to " + ", ".join(
+                f"{name}: {(c or {}).get('since', '?')}" for name, c in sorted(left.items())))
+            time.sleep(1)
+    out.print(f"backfill of {source} done: read up to now")
+
+
+@app.command()
 def replay(
     config: ConfigPath = None,
     source: Annotated[str | None, typer.Option(help="only this source's tickets and events")] = None,

@@ -94,6 +94,10 @@ class PollStream(Protocol):
 
     name: str
     interval: float
+    # Whether an operator may read it again from a past time (``hub backfill``):
+    # a modified-time list can, a message queue cannot. Its cursor is then
+    # ``{"since": ISO time}`` to start from.
+    backfill: bool
 
     def poll(self, cursor: Any) -> AsyncIterator[PollBatch]:
         """Read from ``cursor`` (None the first time) to the end; raise SourceError on failure."""

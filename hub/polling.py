@@ -95,6 +95,50 @@ async def load_cursor(db: Database, source_id: str, stream: str) -> Any:
             source_cursors.c.source_id == source_id, source_cursors.c.stream == stream))).scalar()
 
 
+BACKFILL_BATCHES = 20  # pages of a backfill read per round, after the live stream
+
+
+def backfill_stream(stream: str) -> str:
+    """The cursor name under which a stream's backfill keeps its place."""
+    return f"backfill:{stream}"
+
+
+async def request_backfill(db: Database, source_id: str, streams: list[str], since: datetime, *,
+                           actor: str) -> None:
+    """Ask the process that polls ``source_id`` to read ``streams`` again from
+    ``since`` up to now, beside the live poll; audited. Events already stored are
+    dropped by their dedupe key, so a backfill adds only what is missing. A
+    backfill already under way starts again from the new ``since``."""
+    now = utcnow()
+    async with db.write() as conn:
+        for stream in streams:
+            await conn.execute(upsert(db, source_cursors, {
+                "source_id": source_id, "stream": backfill_stream(stream),
+                "cursor": {"since": since.astimezone(UTC).isoformat()}, "updated_at": now},
+                ["source_id", "stream"]))
+        await conn.execute(sa.insert(audit_log).values(
+            actor=actor, action="source.backfill", target=source_id, at=now,
+            detail={"since": since.astimezone(UTC).isoformat(), "streams": streams}))
+
+
+async def backfillable(make_source: Any, config: Any) -> list[str]:
+    """The names of the streams of a polled source that can be read from a past time."""
+    source = make_source(config)
+    try:
+        return [st.name for st in source.streams() if st.backfill]
+    finally:
+        await source.aclose()
+
+
+async def backfills(db: Database, source_id: str) -> dict[str, Any]:
+    """The backfills under way for a source: stream → its cursor (gone once done)."""
+    prefix = backfill_stream("")
+    async with db.read() as conn:
+        rows = (await conn.execute(sa.select(source_cursors.c.stream, source_cursors.c.cursor).where(
+            source_cursors.c.source_id == source_id, source_cursors.c.stream.startswith(prefix)))).all()
+    return {r.stream[len(prefix):]: r.cursor for r in rows}
+
+
 class PollRunner:
     """Runs one polled source's streams until stopped."""
 
@@ -165,7 +209,9 @@ class PollRunner:
                 if wait > 0:
                     await self._sleep(wait, worker)
                     continue
-                throttled = await self._poll_stream(stream, worker)
+                throttled, _ = await self._poll_stream(stream, worker)
+                if not throttled and stream.backfill:
+                    throttled = await self._backfill_step(stream, worker)
                 await self._save_health()
             except UNAVAILABLE as err:
                 log.error("poll: storage unavailable", source=self.source_id, error=str(err))
@@ -184,18 +230,42 @@ class PollRunner:
             if not throttled:
                 await self._sleep(stream.interval, worker)
 
-    async def _poll_stream(self, stream: PollStream, worker: Worker) -> bool:
-        """Read the stream to its end; True when throttled (go again at once: the
-        bucket does the waiting)."""
-        cursor = await load_cursor(self.db, self.source_id, stream.name)
+    async def _backfill_step(self, stream: PollStream, worker: Worker) -> bool:
+        """A few pages of an operator's backfill of this stream, if one is asked
+        for (:func:`request_backfill`); the live stream goes first every round,
+        so a month's backfill never holds back today's events. True when throttled."""
+        name = backfill_stream(stream.name)
+        if await load_cursor(self.db, self.source_id, name) is None:
+            return False
+        throttled, finished = await self._poll_stream(stream, worker, cursor_name=name,
+                                                      max_batches=BACKFILL_BATCHES)
+        if finished:
+            async with self.db.write() as conn:
+                await conn.execute(sa.delete(source_cursors).where(
+                    source_cursors.c.source_id == self.source_id, source_cursors.c.stream == name))
+            log.info("backfill done: read up to now", source=self.source_id, stream=stream.name)
+        return throttled
+
+    async def _poll_stream(self, stream: PollStream, worker: Worker, *, cursor_name: str | None = None,
+                           max_batches: int | None = None) -> tuple[bool, bool]:
+        """Read the stream to its end (or ``max_batches`` of it) from the cursor
+        ``cursor_name`` (the stream's own by default). (throttled — go again at once:
+        the bucket does the waiting —, read to the end)."""
+        name = cursor_name or stream.name
+        cursor = await load_cursor(self.db, self.source_id, name)
+        n = 0
         try:
             async for batch in prefetched(stream.poll(cursor)):
-                await self.store(stream.name, batch)
+                await self.store(name, batch)
                 worker.beat()
                 if batch.after_commit is not None:
                     await batch.after_commit()
+                n += 1
                 if self._stopping.is_set():
-                    return False
+                    return False, False
+                if max_batches is not None and n >= max_batches:
+                    self._succeeded()
+                    return False, False
         except SourceThrottled as err:
             hold = err.retry_after if err.retry_after is not None else 1.0
             self.source.quota.hold(hold)
@@ -203,15 +273,15 @@ class PollRunner:
             self._note_error(err, "throttled")
             log.warning("poll throttled by the platform", source=self.source_id, stream=stream.name,
                         hold=hold, error=str(err))
-            return True
+            return True, False
         except SourceAuthError as err:
             self._failed(err, trip=True)
-            return False
+            return False, False
         except (SourceTransient, SourceRejected) as err:
             self._failed(err, trip=False)
-            return False
+            return False, False
         self._succeeded()
-        return False
+        return False, True
 
     def _note_error(self, err: SourceError, kind: str) -> None:
         self.health.last_error = str(err)

@@ -155,7 +155,7 @@ ENDPOINTS = [("POST", "/webhooks/site"), ("POST", "/webhooks/cc"), ("POST", "/we
              ("GET", "/api/v1/dead-letters"), ("POST", "/api/v1/dead-letters/1/retry"),
              ("POST", "/api/v1/dead-letters/1/drop"), ("GET", "/api/v1/audit"), ("PATCH", "/api/v1/audit"),
              ("GET", "/api/v1/reports"), ("GET", "/api/v1/backlog"), ("POST", "/api/v1/sources/site/pause"),
-             ("POST", "/api/v1/replay"),
+             ("POST", "/api/v1/replay"), ("POST", "/api/v1/sources/site/backfill"),
              # The dashboard; "signed" here means with a session cookie.
              ("GET", "/dashboard"), ("POST", "/dashboard/login"), ("POST", "/dashboard/logout"),
              ("GET", "/dashboard/tickets/1"), ("POST", "/dashboard/dead-letters/1/retry")]

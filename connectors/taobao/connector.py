@@ -137,6 +137,7 @@ class TmcStream:
     """
 
     name = "messages"
+    backfill = False  # a queue: what was confirmed is gone (the refunds list is backfilled instead)
 
     def __init__(self, source: TaobaoSource, quantity: int = 100):
         self.source = source

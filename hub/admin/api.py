@@ -113,7 +113,9 @@ async def sources_of(hub: Hub) -> list[dict[str, Any]]:
                     "last_success_at": iso(st.get("last_success_at")), "lag_seconds": st.get("lag_seconds"),
                     "last_error": st.get("last_error"), "last_error_at": iso(st.get("last_error_at")),
                     "lease_owner": st.get("lease_owner"), "lease_until": iso(st.get("lease_until")),
-                    "paused": bool(st.get("paused"))})
+                    "paused": bool(st.get("paused")),
+                    "backfills": {k[len("backfill:"):]: v for k, v in st.get("cursors", {}).items()
+                                  if k.startswith("backfill:")}})
     return out
 
 
@@ -381,6 +383,35 @@ async def _replay(hub: Hub, request: web.Request, who: Principal | None) -> Any:
     return answer
 
 
+async def _backfill(hub: Hub, request: web.Request, who: Principal | None) -> Any:
+    assert who is not None
+    source_id = _args(request, _SOURCE)["id"]
+    source = next((s for s in hub.config.sources if s.id == source_id and s.enabled), None)
+    if source is None:
+        raise web.HTTPNotFound(text=f"no enabled source {source_id!r} in the config")
+    kind = hub.registry.sources.get(source.kind)
+    if kind is None or kind.poller is None:
+        raise BadRequest(f"{source_id} is a webhook source: the platform pushes; ask it to redeliver")
+    try:
+        body = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body must be JSON: {\"since\": \"2026-11-11T00:00:00+08:00\"}") from None
+    raw = body.get("since") if isinstance(body, dict) else None
+    try:
+        since = datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if isinstance(raw, str) else None
+    except ValueError:
+        since = None
+    if since is None or since.tzinfo is None:
+        raise BadRequest("since: an ISO 8601 time with a zone, e.g. 2026-11-11T00:00:00+08:00")
+    if since >= utcnow():
+        raise BadRequest("since must be in the past")
+    streams = await polling.backfillable(kind.poller, source)
+    if not streams:
+        raise BadRequest(f"{source_id} has no stream that can be read from a past time")
+    await polling.request_backfill(hub.db, source_id, streams, since, actor=f"api:{who.name}")
+    return {"source": source_id, "since": iso(since), "streams": streams}
+
+
 async def _openapi(_hub: Hub, _request: web.Request, _who: Principal | None) -> Any:
     return openapi()
 
@@ -393,6 +424,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/sources/{id}/pause", "operator", "Stop polling a source (every process) until resumed",
              _pause(True), _SOURCE),
     Endpoint("POST", "/sources/{id}/resume", "operator", "Poll a paused source again", _pause(False), _SOURCE),
+    Endpoint("POST", "/sources/{id}/backfill", "operator", "Read a polled source again from a past time, beside "
+             "the live poll (what is already stored is dropped by its dedupe key)", _backfill, _SOURCE,
+             {"type": "object", "required": ["since"],
+              "properties": {"since": {"type": "string", "format": "date-time"}}}),
     Endpoint("GET", "/backlog", "viewer", "The backlog once a minute: received, settled pushes, pending, dead",
              _backlog, _MINUTES),
     Endpoint("GET", "/reports", "viewer", "Volume by channel/type/reason, first-response and resolution times, "

@@ -114,3 +114,33 @@ async def test_a_paused_source_is_not_polled_until_resumed(
         await wait_until(lambda: _one_ticket(hub), timeout=10)
     finally:
         await hub.stop()
+
+
+async def test_a_backfill_reads_what_came_before_the_lookback_and_adds_only_what_is_missing(
+        registry: Registry, db_url: str, pii_key: str, site_secret: str, sim: JdSimulator) -> None:
+    from hub import polling
+
+    now = utcnow()
+    sim.populate(40, now - timedelta(days=3), now - timedelta(days=2))   # before the 3 h lookback
+    sim.populate(10, now - timedelta(minutes=30), now - timedelta(seconds=30))
+    hub = await start_hub(registry, db_url, pii_key, site_secret, [jd_source(sim, page_size=10)])
+    try:
+        await wait_until(lambda: _count_is(hub, 10), timeout=20)
+        stored = await count(hub, raw_events)
+        assert await polling.backfillable(registry.sources["jd"].poller, hub.config.sources[0]) == ["services"]
+        await polling.request_backfill(hub.db, "jd", ["services"], now - timedelta(days=4), actor="test")
+        assert "services" in await polling.backfills(hub.db, "jd")
+
+        async def done() -> bool:
+            return await count(hub, tickets) == 50 and not await polling.backfills(hub.db, "jd")
+
+        await wait_until(done, timeout=60, interval=0.2)
+        assert await statuses(hub) == expected(sim)
+        # The 10 recent ones were read again by the backfill and dropped by their dedupe key.
+        assert await count(hub, raw_events) == stored + 40
+    finally:
+        await hub.stop()
+
+
+async def _count_is(hub: Hub, n: int) -> bool:
+    return await count(hub, tickets) == n
