@@ -204,11 +204,14 @@ def run(
 def demo(
     seconds: Annotated[float, typer.Option(help="how long to run (0 = until Ctrl-C)")] = 12.0,
     requests: Annotated[int, typer.Option(help="after-sales requests the simulated website sends")] = 8,
+    keep: Annotated[bool, typer.Option("--keep", help="stay up after the summary (Ctrl-C stops): "
+                                                      "click through the dashboard")] = False,
 ) -> None:
-    """The daemon on a temporary SQLite plus simulators: watch events flow in and pushes flow out."""
+    """The daemon on a temporary SQLite plus simulators: watch events flow in and pushes flow out;
+    ends with the dashboard's address and a token."""
     from hub.demo import run_demo
 
-    sys.exit(asyncio.run(run_demo(seconds=seconds, requests=requests, console=out)))
+    sys.exit(asyncio.run(run_demo(seconds=seconds, requests=requests, console=out, keep=keep)))
 
 
 @app.command()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,11 @@ from hub.registry import Registry
 from hub.yamlfile import YamlDoc
 
 
-async def run_demo(*, seconds: float, requests: int, console: Console) -> int:
+async def run_demo(*, seconds: float, requests: int, console: Console, keep: bool = False) -> int:
     registry = Registry.discover()
     parts: list[DemoPart] = [spec.demo() for spec in registry.specs if spec.demo is not None]
 
+    token = secrets.token_urlsafe(18)
     ctx = DemoContext(say=lambda line: console.print(line, highlight=False), requests=requests)
     workdir = Path(tempfile.mkdtemp(prefix="hub-demo-"))
     sources: list[dict[str, Any]] = []
@@ -43,7 +46,9 @@ async def run_demo(*, seconds: float, requests: int, console: Console) -> int:
     data = {
         "server": {"listen": "127.0.0.1:0"},
         "storage": {"url": f"sqlite+aiosqlite:///{workdir / 'hub.db'}"},
-        "security": {"pii_key": base64.b64encode(os.urandom(32)).decode()},
+        # A fresh admin token each run (no contacts in clear: the masking is part of the tour).
+        "security": {"pii_key": base64.b64encode(os.urandom(32)).decode(),
+                     "tokens": [{"name": "demo", "token": token, "role": "admin"}]},
         "sources": sources,
         "destinations": destinations,
         "sync": [{"on": ["ticket.created", "ticket.status_changed"], "to": [d["id"] for d in destinations]}],
@@ -72,6 +77,12 @@ async def run_demo(*, seconds: float, requests: int, console: Console) -> int:
         pass
     finally:
         await _summary(hub, console)
+        console.print(f"\n[bold]dashboard:[/] {ctx.hub_url}/dashboard   [bold]token:[/] {token}   "
+                      f"(admin API: {ctx.hub_url}/api/v1/openapi.json)", highlight=False)
+        if keep:
+            console.print("staying up (--keep): sign in with the token above; Ctrl-C stops", highlight=False)
+            with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+                await asyncio.Event().wait()
         await hub.stop()
         for part in parts:
             await part.stop()
