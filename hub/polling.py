@@ -19,6 +19,7 @@ import contextlib
 import functools
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -158,6 +159,7 @@ class PollRunner:
         self.circuit = CircuitBreaker(c.failures, c.cooldown, c.max_cooldown)
         self.health = SourceHealth()
         self._lease_until: datetime | None = None
+        self._quota_seen = (time.monotonic(), 0)  # (when, calls) at the last health save
         self._stopping = asyncio.Event()
         self._state_lock = asyncio.Lock()
 
@@ -399,13 +401,18 @@ class PollRunner:
     async def _save_health(self) -> None:
         """Health goes to the database so the admin API and other processes see it."""
         h, now = self.health, utcnow()
+        quota, (then, calls_then), mono = self.source.quota, self._quota_seen, time.monotonic()
+        per_minute = (quota.calls - calls_then) * 60 / (mono - then) if mono - then >= 1 else None
+        if per_minute is not None:
+            self._quota_seen = (mono, quota.calls)
         async with self._state_lock, self.db.write() as conn:
             await self._ensure_state_row(conn, now)
             await conn.execute(sa.update(source_state).where(
                 source_state.c.source_id == self.source_id).values(
                 healthy=h.healthy, circuit=h.circuit.value, last_success_at=h.last_success_at,
                 last_error=h.last_error, last_error_at=h.last_error_at,
-                lag_seconds=h.lag_seconds(now), updated_at=now))
+                lag_seconds=h.lag_seconds(now), quota_limit_per_minute=quota.rate * 60, updated_at=now,
+                **({"quota_calls_per_minute": round(per_minute, 1)} if per_minute is not None else {})))
 
 
 def unreadable(record: Any, err: BaseException) -> InboundEvent:
@@ -469,7 +476,9 @@ async def source_states(db: Database) -> dict[str, dict[str, Any]]:
         out[s.source_id] = {
             "healthy": s.healthy, "circuit": s.circuit, "last_success_at": s.last_success_at,
             "last_error": s.last_error, "last_error_at": s.last_error_at, "lag_seconds": s.lag_seconds,
-            "lease_owner": s.lease_owner, "lease_until": s.lease_until, "paused": s.paused, "cursors": {}}
+            "lease_owner": s.lease_owner, "lease_until": s.lease_until, "paused": s.paused,
+            "quota": {"calls_per_minute": s.quota_calls_per_minute, "limit_per_minute": s.quota_limit_per_minute},
+            "cursors": {}}
     for c in cursors:
         out.setdefault(c.source_id, {"cursors": {}})["cursors"][c.stream] = c.cursor
     return out

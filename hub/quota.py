@@ -20,6 +20,7 @@ class TokenBucket:
         self._updated = time.monotonic()
         self._held_until = 0.0
         self._lock = asyncio.Lock()  # callers wait in arrival order
+        self.calls = 0  # calls let through so far: the quota use the admin sees
 
     def _refill(self, now: float) -> None:
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
@@ -36,6 +37,7 @@ class TokenBucket:
                 self._refill(now)
                 if self._tokens >= 1:
                     self._tokens -= 1
+                    self.calls += 1
                     return
                 await asyncio.sleep((1 - self._tokens) / self.rate)
 

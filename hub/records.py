@@ -245,6 +245,9 @@ class SourceState(SQLModel, table=True):
     last_error_at: datetime | None = _ts()
     # How far behind now the committed cursor is (seconds), as of the last poll.
     lag_seconds: float | None = None
+    # Platform calls per minute over the last health save, against the quota's rate.
+    quota_calls_per_minute: float | None = None
+    quota_limit_per_minute: float | None = None
     # Paused by an operator (admin API): no process polls it until resumed.
     paused: bool = Field(default=False, sa_column=sa.Column(sa.Boolean(), nullable=False,
                                                             server_default=sa.false()))

@@ -113,7 +113,7 @@ async def sources_of(hub: Hub) -> list[dict[str, Any]]:
                     "last_success_at": iso(st.get("last_success_at")), "lag_seconds": st.get("lag_seconds"),
                     "last_error": st.get("last_error"), "last_error_at": iso(st.get("last_error_at")),
                     "lease_owner": st.get("lease_owner"), "lease_until": iso(st.get("lease_until")),
-                    "paused": bool(st.get("paused")),
+                    "paused": bool(st.get("paused")), "quota": st.get("quota"),
                     "backfills": {k[len("backfill:"):]: v for k, v in st.get("cursors", {}).items()
                                   if k.startswith("backfill:")}})
     return out

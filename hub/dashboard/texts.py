@@ -30,6 +30,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "poll": {"en": "polled", "zh": "轮询接入"},
     "lag": {"en": "lag", "zh": "延迟"},
     "circuit": {"en": "circuit", "zh": "熔断"},
+    "quota": {"en": "calls", "zh": "调用"},
+    "per_minute": {"en": "a minute", "zh": "次/分钟"},
     "last_error": {"en": "last error", "zh": "最近错误"},
     "pending": {"en": "pending", "zh": "待处理"},
     "dead": {"en": "dead", "zh": "死信"},

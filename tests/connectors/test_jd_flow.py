@@ -138,6 +138,10 @@ async def test_a_backfill_reads_what_came_before_the_lookback_and_adds_only_what
         assert await statuses(hub) == expected(sim)
         # The 10 recent ones were read again by the backfill and dropped by their dedupe key.
         assert await count(hub, raw_events) == stored + 40
+        # The calls it made show as quota use, against the quota's rate.
+        quota = (await polling.source_states(hub.db))["jd"]["quota"]
+        assert quota["limit_per_minute"] == hub.pollers["jd"].source.quota.rate * 60  # the margin under 2,000/s
+        assert quota["calls_per_minute"] is not None
     finally:
         await hub.stop()
 
