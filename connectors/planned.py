@@ -12,7 +12,6 @@ from hub.interfaces import ConnectorSpec, DestinationKind
 CONNECTORS = ConnectorSpec(
     name="planned",
     destinations=tuple(DestinationKind(k, available=False, summary=s) for k, s in (
-        ("wms", "WMS return inbound notice"),
-        ("finance", "finance refund record"),
+        ("notify", "customer notices at status changes: SMS and e-mail"),
     )),
 )

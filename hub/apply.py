@@ -44,9 +44,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from hub.bulk import Writes
+from hub.callbacks import flags_for
 from hub.config import SyncRule
 from hub.errors import Quarantine
-from hub.lifecycle import OPEN_STATUSES, Outcome, decide
+from hub.lifecycle import OPEN_STATUSES, Outcome, can_move, decide
 from hub.linking import WEAK_KINDS, identity_pairs
 from hub.normalized import Normalized
 from hub.outbox_rows import outbox_rows
@@ -69,7 +70,7 @@ from hub.views import iso
 # Ticket fields an event may update besides status.
 UPDATABLE = ("type", "reason_code", "reason_text", "description", "priority", "refund_amount", "items")
 # Columns the pipeline writes back to rows it changed (what it may change, and no more).
-TICKET_WRITES = (*UPDATABLE, "status", "order_id", "customer_id", "source_updated_at", "updated_at")
+TICKET_WRITES = (*UPDATABLE, "status", "order_id", "customer_id", "source_updated_at", "flags", "updated_at")
 CUSTOMER_WRITES = ("display_name", "phone_enc", "phone_index", "address_enc", "email", "merged_into_id",
                    "updated_at")
 ORDER_WRITES = ("status", "paid_amount", "items", "customer_id", "placed_at", "is_stub", "updated_at")
@@ -208,6 +209,7 @@ class Records:
         self.order_number: dict[str, list[int]] = {}           # external id → orders of any channel
         self.event_ticket: dict[tuple[str, str], int] = {}     # (source, dedupe key) → ticket
         self.loaded_tickets_of: set[int] = set()               # customers whose every ticket is here
+        self.called_back: set[int] = set()                     # tickets the batch's callbacks name
         # What to write.
         self.new: dict[str, dict[int, Row]] = {t.name: {} for t in (customers, identities, orders, tickets)}
         self.dirty: dict[str, dict[int, Row]] = {t.name: {} for t in (customers, orders, tickets)}
@@ -279,8 +281,12 @@ class Records:
                 if (r.source_id, r.dedupe_key) in follows and r.ticket_id is not None:
                     self.event_ticket[(r.source_id, r.dedupe_key)] = r.ticket_id
                     ticket_ids.add(r.ticket_id)
+        for ev in events:
+            if ev.n.callback is not None and str(ev.n.callback["ticket_id"]).isdigit():
+                self.called_back.add(int(ev.n.callback["ticket_id"]))
+        ticket_ids |= self.called_back
         keys = {(ev.source.config.id, str(ev.n.ticket["external_id"])) for ev in events
-                if not (ev.n.interaction is not None and ev.n.interaction.get("follows"))}
+                if ev.n.callback is None and not (ev.n.interaction is not None and ev.n.interaction.get("follows"))}
         conditions = []
         if keys:
             conditions.append(_in_pairs(tickets.c.source_id, tickets.c.external_id, keys))
@@ -309,7 +315,7 @@ class Records:
     def _load_tickets(self, where: Any, keys: set[tuple[str, str]] | None) -> None:
         """Tickets matching ``where``; with ``keys``, only those keys and the followed events' tickets."""
         stmt = self.db.for_update(sa.select(tickets).where(where).order_by(tickets.c.id))
-        followed = set(self.event_ticket.values())
+        followed = set(self.event_ticket.values()) | self.called_back
         for r in self.conn.execute(stmt):
             if keys is not None and (r.source_id, r.external_id) not in keys and r.id not in followed:
                 continue  # a combination nobody asked for
@@ -369,6 +375,8 @@ class Records:
     def apply(self, ev: Event, now: datetime) -> int:
         """Apply one event in memory; returns its ticket id. The caller undoes it on error."""
         n, rt = ev.n, ev.source
+        if n.callback is not None:
+            return self._callback(ev, n.callback, now)
         turn = n.interaction
         if turn is not None and turn.get("follows"):
             return self._follow_up(ev, turn, now)
@@ -433,6 +441,41 @@ class Records:
             self._interaction(ticket, turn, rt, ev.raw_id, now)
         self._render(ticket, changes, now)
         self._record_merges(merges, ev.raw_id, now)
+        self._remember_event(ev, ticket.id)
+        return int(ticket.id)
+
+    def _callback(self, ev: Event, cb: dict[str, Any], now: datetime) -> int:
+        """A downstream report: the ticket it names moves forward (never back), and
+        what differs from what the ticket expects is flagged (hub.callbacks)."""
+        raw = str(cb["ticket_id"])
+        ticket = self.tickets.get(int(raw)) if raw.isdigit() else None
+        if ticket is None:
+            raise Quarantine(f"callback for ticket {raw[:40]!r}, which the hub does not have")
+        found = flags_for(ticket.items, ticket.refund_amount, cb)
+        detail = {"from": ev.source.config.id, "reference": cb.get("reference"), "note": cb.get("note"),
+                  "received": cb.get("received"), "refund_amount": cb.get("refund_amount"), "flags": found}
+        self._timeline(ticket.id, "callback", ev.raw_id, now, to_status=cb["status"],
+                       detail={k: v for k, v in detail.items() if v not in (None, [])})
+        changes: list[Change] = []
+        before = ticket.status
+        new_flags = sorted(set(ticket.flags or []) | set(found))
+        flagged = new_flags != sorted(ticket.flags or [])
+        if flagged:
+            self._set(tickets, ticket, "flags", new_flags)
+        if can_move(before, cb["status"]):
+            self._set(tickets, ticket, "status", cb["status"])
+            tl = self._timeline(ticket.id, "status_changed", ev.raw_id, now, from_status=before,
+                                to_status=cb["status"], detail={"by": ev.source.config.id})
+            changes.append(Change("ticket.status_changed", before, cb["status"], tl))
+        elif cb["status"] != before:
+            self._timeline(ticket.id, "refused", ev.raw_id, now, from_status=before, to_status=cb["status"],
+                           detail={"reason": f"{before} cannot move to {cb['status']}"})
+        if flagged and not changes:
+            tl = self._timeline(ticket.id, "updated", ev.raw_id, now, detail={"fields": ["flags"]})
+            changes.append(Change("ticket.updated", before, before, tl))
+        if flagged or changes:
+            self._set(tickets, ticket, "updated_at", now)
+        self._render(ticket, changes, now)
         self._remember_event(ev, ticket.id)
         return int(ticket.id)
 

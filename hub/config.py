@@ -39,6 +39,7 @@ from pydantic import (
 )
 
 from hub.errors import ConfigError, Problem
+from hub.standard_webhooks import decode_secret
 from hub.yamlfile import YamlDoc, join_path, load_yaml
 
 # ---------------------------------------------------------------- value types
@@ -271,11 +272,27 @@ class DestinationConfig(BaseModel):
     # characters); the rest is never read and its connection is closed.
     max_response_bytes: int = Field(default=65536, ge=1024)
     retry: RetryConfig | None = None
+    # The destination reports back (WMS "goods received", finance "refund executed"):
+    # POST /callbacks/{id}, Standard Webhooks signed with this secret, mapped by
+    # callback_mapping (default "<kind>_callback").
+    callback_secret: SecretStr | None = None
+    callback_mapping: str | None = None
     enabled: bool = True
 
     @property
     def mapping_name(self) -> str:
         return self.mapping or self.kind
+
+    @property
+    def callback_mapping_name(self) -> str:
+        return self.callback_mapping or f"{self.kind}_callback"
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _callback_whsec(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value():
+            decode_secret(v.get_secret_value())
+        return v
 
 
 CHANGE_TYPES = ("ticket.created", "ticket.status_changed", "ticket.updated", "ticket.merged")

@@ -23,6 +23,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from hub import backlog, samples, systemd
+from hub.callbacks import CallbackSource
 from hub.config import HubConfig
 from hub.delivery import ActiveDestination, Deliverer
 from hub.errors import ConfigError, MappingError, Problem
@@ -70,6 +71,17 @@ def compile_mappings(cfg: HubConfig, registry: Registry) -> tuple[MappingSet, li
             if got != want:
                 problems.append(Problem(f"{where}[{i}].mapping",
                                         f"mapping {item.mapping_name!r} is {got}, expected {want}"))
+    for i, d in enumerate(cfg.destinations):
+        if d.callback_secret is None or not d.enabled:
+            continue
+        try:
+            m = mappings.get(d.callback_mapping_name)
+        except MappingError as err:
+            problems.extend(err.problems)
+            continue
+        if not isinstance(m, InboundMapping):
+            problems.append(Problem(f"destinations[{i}].callback_mapping",
+                                    f"mapping {d.callback_mapping_name!r} is outbound, expected inbound"))
     return mappings, problems
 
 
@@ -81,6 +93,10 @@ def build_runtimes(cfg: HubConfig, registry: Registry) -> tuple[dict[str, Source
     if problems:
         raise MappingError(problems)
     sources = {s.id: SourceRuntime(s, mappings.inbound(s.mapping_name)) for s in cfg.sources if s.enabled}
+    for d in cfg.destinations:  # a destination that reports back is a source too (hub.callbacks)
+        if d.enabled and d.callback_secret is not None:
+            cb = CallbackSource(d)
+            sources[cb.config.id] = SourceRuntime(cb.config, mappings.inbound(d.callback_mapping_name))
     dests = {d.id: DestinationRuntime(d, mappings.outbound(d.mapping_name))
              for d in cfg.destinations if d.enabled}
     return sources, dests
@@ -132,6 +148,10 @@ class Hub:
             raise ConfigError([Problem("", f"{u}; disable it (enabled: false) or remove it")
                                for u in unavailable])
         sources, dests = build_runtimes(self.config, self.registry)
+        for d in self.config.destinations:
+            if d.enabled and d.callback_secret is not None:
+                cb = CallbackSource(d)
+                self.webhook_sources[cb.config.id] = (cb, sources[cb.config.id].mapping)
         for s in self.config.sources:
             if not s.enabled:
                 continue

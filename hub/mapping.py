@@ -31,6 +31,7 @@ import jmespath.exceptions
 from hub.casts import CASTS, CastError
 from hub.errors import ConfigError, MappingError, Problem, Quarantine
 from hub.normalized import (
+    CALLBACK_FIELDS,
     CUSTOMER_FIELDS,
     IDENTITY_KINDS,
     INTERACTION_FIELDS,
@@ -263,6 +264,7 @@ class InboundMapping:
     _identities: dict[str, Getter]
     _interaction: dict[str, Getter] | None = None
     _ignore: Getter | None = None
+    _callback: dict[str, Getter] | None = None
 
     @property
     def label(self) -> str:
@@ -296,6 +298,11 @@ class InboundMapping:
             turn = {k: g(doc) for k, g in self._interaction.items()}
             if turn.get("kind") not in _EMPTY:  # else this event is not a conversation turn
                 interaction = check_section("interaction", turn, INTERACTION_FIELDS)
+        if self._callback is not None:
+            cb = check_section("callback", {k: g(doc) for k, g in self._callback.items()}, CALLBACK_FIELDS)
+            if cb.get("ticket_id") in _EMPTY:
+                raise Quarantine("callback.ticket_id is missing")
+            return Normalized(ticket={}, order=None, customer={}, identities=[], callback=cb)
         if interaction is not None and interaction.get("follows") not in _EMPTY:
             # It joins an earlier event's ticket: nothing of its own to normalize.
             interaction["follows"] = bounded_key(interaction["follows"])
@@ -356,7 +363,7 @@ def _compile_inbound(doc: YamlDoc, name: str) -> InboundMapping:
     c = Compiler(doc)
     for key in sorted(set(data) - {"name", "kind", "version", "description", "dedupe_key",
                                    "ticket", "order", "customer", "identities", "interaction",
-                                   "ignore"}):
+                                   "ignore", "callback"}):
         c.error(key, "unknown key")
     dedupe_spec = data.get("dedupe_key")
     if dedupe_spec is None:
@@ -367,7 +374,14 @@ def _compile_inbound(doc: YamlDoc, name: str) -> InboundMapping:
         dedupe = [c.field(s, join_path("dedupe_key", i) if isinstance(dedupe_spec, list) else "dedupe_key")
                   for i, s in enumerate(specs)]
     ticket = _section(c, data, "ticket", TICKET_FIELDS)
-    for key in REQUIRED_TICKET:
+    callback = _section(c, data, "callback", CALLBACK_FIELDS) if "callback" in data else None
+    if callback is not None:
+        for key in ("ticket_id", "status"):
+            if key not in callback:
+                c.error(join_path("callback", key), "required field is missing")
+        if ticket:
+            c.error("ticket", "a callback mapping moves the ticket it names; it has no ticket section")
+    for key in REQUIRED_TICKET if callback is None else ():
         if key not in ticket and not any(p.path == join_path("ticket", key) for p in c.problems):
             c.error(join_path("ticket", key), "required field is missing")
     order = _section(c, data, "order", ORDER_FIELDS)
@@ -380,7 +394,7 @@ def _compile_inbound(doc: YamlDoc, name: str) -> InboundMapping:
     if c.problems:
         raise MappingError(c.problems)
     return InboundMapping(name, str(data.get("version")), doc.file, dedupe, ticket, order,
-                          customer, identities, interaction, ignore)
+                          customer, identities, interaction, ignore, callback)
 
 
 # --------------------------------------------------------------------- outbound

@@ -54,6 +54,14 @@ INTERACTION_FIELDS: dict[str, Any] = {
 }
 
 
+# A downstream system reporting back on a ticket the hub sent it: which ticket
+# (the hub's id, as every push carries it), where it has got to, what it found.
+CALLBACK_FIELDS: dict[str, Any] = {
+    "ticket_id": "id", "status": STATUSES, "received": "items", "refund_amount": "amount",
+    "reference": "text", "note": "text", "at": "time",
+}
+
+
 @dataclass(frozen=True)
 class Normalized:
     """What one raw event says, in the standard model's terms."""
@@ -67,6 +75,8 @@ class Normalized:
     interaction: dict[str, Any] | None = None
     # Why this event makes no ticket at all (a session-opened ping, say), or None.
     ignored: str | None = None
+    # A callback moves a ticket the hub already has (and makes none): see hub.callbacks.
+    callback: dict[str, Any] | None = None
 
 
 def nesting_depth_over(doc: Any, limit: int = MAX_DEPTH) -> bool:

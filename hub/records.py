@@ -133,6 +133,8 @@ class Ticket(SQLModel, table=True):
     customer_id: int | None = Field(default=None, foreign_key="customers.id", index=True)
     queue: str | None = None
     assignee: str | None = None
+    # What a downstream report showed that differs from what was expected (hub.callbacks.FLAGS).
+    flags: Any = _json()
     sla_due_at: datetime | None = _ts()
     source_updated_at: datetime | None = _ts()
     # Indexed: reports and exports over a period read the tickets created in it.

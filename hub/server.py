@@ -17,7 +17,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from hub import dashboard
+from hub import callbacks, dashboard
 from hub.admin import api as admin_api
 from hub.errors import IngressError, PayloadTooLarge, StorageUnavailable
 from hub.inbox import intake
@@ -85,8 +85,17 @@ def build_app(hub: Hub) -> web.Application:
     budget = hub.intake_budget
     counted = children(hub.metrics.ingest)  # (source, result) → counter
 
+    async def callback(request: web.Request) -> web.Response:
+        """A destination reporting back: a webhook under the name ``callback:<id>`` (hub.callbacks)."""
+        return await inbound(request, callbacks.source_id_of(request.match_info["destination_id"]))
+
     async def webhook(request: web.Request) -> web.Response:
         source_id = request.match_info["source_id"]
+        if source_id.startswith(callbacks.PREFIX):  # reports come in at /callbacks/ only
+            return _error(404, "unknown_source", f"no webhook source {source_id[:80]!r}")
+        return await inbound(request, source_id)
+
+    async def inbound(request: web.Request, source_id: str) -> web.Response:
         rt = hub.webhook_sources.get(source_id)
         if rt is None:
             counted("(unknown)", "unknown_source").inc()
@@ -203,6 +212,7 @@ def build_app(hub: Hub) -> web.Application:
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     _add(app, "/webhooks/{source_id}", POST=webhook, GET=challenge)
+    _add(app, "/callbacks/{destination_id}", POST=callback)
     _add(app, "/healthz", GET=healthz)
     _add(app, "/readyz", GET=readyz)
     _add(app, "/metrics", GET=metrics)

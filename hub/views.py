@@ -25,6 +25,7 @@ def ticket_view(row: Any) -> dict[str, Any]:
         "description": row.description, "priority": row.priority,
         "refund_amount": row.refund_amount, "items": row.items, "order_id": row.order_id,
         "customer_id": row.customer_id, "queue": row.queue, "assignee": row.assignee,
+        "flags": row.flags or [],
         "sla_due_at": iso(row.sla_due_at), "source_updated_at": iso(row.source_updated_at),
         "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
     }

@@ -26,11 +26,11 @@ from typing import Any, Literal
 import orjson
 from pydantic import ConfigDict, SecretStr, model_validator
 
-from connectors.jsonbody import parse_json_object
 from connectors.signing import same_signature
 from hub.config import SourceConfig
 from hub.errors import PayloadError, VerificationError
 from hub.interfaces import ConnectorSpec, InboundEvent, InboundRequest, Reply, SourceKind
+from hub.jsonbody import parse_json_object
 
 KEPT_HEADERS = ("x-tccc-push-uuid",)
 ACTIONS = ("cdr", "record")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from connectors.jsonbody import parse_json_object
 from hub import standard_webhooks
 from hub.config import Duration, SourceConfig
 from hub.interfaces import ConnectorSpec, DemoPart, InboundEvent, InboundRequest, Reply, SourceKind
+from hub.jsonbody import parse_json_object
 
 
 class WebsiteSourceConfig(SourceConfig):

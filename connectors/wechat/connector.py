@@ -29,12 +29,12 @@ import structlog
 from defusedxml import DefusedXmlException
 from pydantic import ConfigDict, SecretStr, field_validator, model_validator
 
-from connectors.jsonbody import parse_json_object
 from connectors.wechat.api import WechatApi
 from connectors.wechat.crypto import WxCrypto, aes_key, check_signature
 from hub.config import Duration, SourceConfig
 from hub.errors import PayloadError, SourceError, VerificationError
 from hub.interfaces import ConnectorSpec, InboundEvent, InboundRequest, Reply, SourceKind
+from hub.jsonbody import parse_json_object
 
 log = structlog.get_logger("connectors.wechat")
 

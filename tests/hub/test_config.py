@@ -146,12 +146,12 @@ def test_run_refuses_kinds_not_available_yet(tmp_path: Path) -> None:
     p.write_text(f"""\
 storage: {{url: "sqlite+aiosqlite:///{tmp_path}/hub.db"}}
 security: {{pii_key: "{key}"}}
-destinations: [{{id: erp, kind: erp, url: "https://erp.example/x"}}]
+destinations: [{{id: sms, kind: notify, url: "https://sms.example/x"}}]
 """)
     res = subprocess.run([sys.executable, "-m", "hub", "run", "-c", str(p)], capture_output=True,
                          text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
     assert res.returncode == 2
-    assert "destination 'erp': kind 'erp' is not available yet" in res.stderr
+    assert "destination 'sms': kind 'notify' is not available yet" in res.stderr
 
 
 def test_a_disabled_entry_needs_no_secrets_but_its_typos_are_still_reported(
