@@ -40,6 +40,7 @@ class ReportingReceiver:
     hub_url: str = ""                       # where the hub listens (set once it has started)
     delay: float = 0.2                      # seconds between a push and its report
     faults: Faults = field(default_factory=Faults)
+    say: Callable[[str], None] | None = None   # the demo prints what it does
     acted: list[dict[str, Any]] = field(default_factory=list)   # first copy of each push, in order
     seen: dict[str, int] = field(default_factory=dict)           # webhook-id → copies received
     reports: list[dict[str, Any]] = field(default_factory=list)  # callbacks the hub acknowledged
@@ -87,6 +88,11 @@ class ReportingReceiver:
         push = orjson.loads(body)
         self.acted.append(push)
         answer = self.report(push)
+        if self.say is not None:
+            d = push.get("data") or {}
+            self.say(f"[green]← {self.destination_id}[/] {push.get('type')} ticket #{d.get('ticket_id')} "
+                     f"{d.get('after_sale_no')} ({d.get('status')})"
+                     + (f" [dim]→ reports {answer.get('type')} in {self.delay:.1f} s[/]" if answer else ""))
         if answer is not None:
             task = asyncio.create_task(self._report(answer))
             self._tasks.add(task)
@@ -108,8 +114,36 @@ class ReportingReceiver:
                                          headers=headers) as r:
                         if r.status < 300:
                             self.reports.append(answer)
+                            if self.say is not None:
+                                self.say(f"[magenta]→ {self.destination_id} callback[/] {answer.get('type')} "
+                                         f"ticket #{(answer.get('data') or {}).get('ticket_id')} "
+                                         f"[dim]→ HTTP {r.status}[/]")
                             return
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+
+
+class ReportingDemo:
+    """``hub demo`` part for a system that reports back (the WMS, finance)."""
+
+    def __init__(self, make: Callable[..., ReportingReceiver], statuses: tuple[str, ...]):
+        self._make = make
+        self.statuses = statuses  # the ticket statuses this system is told about
+        self.sim: ReportingReceiver | None = None
+
+    async def start(self, ctx: Any) -> dict[str, list[dict[str, Any]]]:
+        self.sim = self._make(say=ctx.say, delay=0.5)
+        await self.sim.start()
+        return {"destinations": [self.sim.config()],
+                "sync": [{"on": ["ticket.created", "ticket.status_changed"], "status": list(self.statuses),
+                          "to": self.sim.destination_id}]}
+
+    async def drive(self, ctx: Any) -> None:
+        assert self.sim is not None
+        self.sim.hub_url = ctx.hub_url  # known once the hub listens
+
+    async def stop(self) -> None:
+        if self.sim is not None:
+            await self.sim.stop()

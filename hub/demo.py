@@ -39,10 +39,15 @@ async def run_demo(*, seconds: float, requests: int, console: Console, keep: boo
     workdir = Path(tempfile.mkdtemp(prefix="hub-demo-"))
     sources: list[dict[str, Any]] = []
     destinations: list[dict[str, Any]] = []
+    sync: list[dict[str, Any]] = []
     for part in parts:
         got = await part.start(ctx)
         sources += got.get("sources", [])
         destinations += got.get("destinations", [])
+        sync += got.get("sync", [])
+    # Destinations whose part says what they are told get that; the rest every change.
+    routed = {d for rule in sync for d in ([rule["to"]] if isinstance(rule["to"], str) else rule["to"])}
+    everything = [d["id"] for d in destinations if d["id"] not in routed]
     data = {
         "server": {"listen": "127.0.0.1:0"},
         "storage": {"url": f"sqlite+aiosqlite:///{workdir / 'hub.db'}"},
@@ -51,7 +56,7 @@ async def run_demo(*, seconds: float, requests: int, console: Console, keep: boo
                      "tokens": [{"name": "demo", "token": token, "role": "admin"}]},
         "sources": sources,
         "destinations": destinations,
-        "sync": [{"on": ["ticket.created", "ticket.status_changed"], "to": [d["id"] for d in destinations]}],
+        "sync": [{"on": ["ticket.created", "ticket.status_changed"], "to": everything}, *sync],
         "pipeline": {"tick": "200ms"},
         "delivery": {"tick": "200ms"},
         "logging": {"level": "warning", "format": "console"},

@@ -179,7 +179,8 @@ class DemoPart(Protocol):
     """A connector's contribution to ``hub demo``: a simulator to start and drive."""
 
     async def start(self, ctx: DemoContext) -> dict[str, list[dict[str, Any]]]:
-        """Start simulators; return config entries {"sources": [...], "destinations": [...]}."""
+        """Start simulators; return config entries {"sources": [...], "destinations": [...]}
+        and, for destinations told only some changes, their {"sync": [...]} rules."""
         ...
 
     async def drive(self, ctx: DemoContext) -> None:

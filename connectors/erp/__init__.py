@@ -8,10 +8,17 @@ sign and records each upsert.
 """
 
 from connectors.erp.destination import ErpDestination, ErpDestinationConfig
-from hub.interfaces import ConnectorSpec, DestinationKind
+from hub.interfaces import ConnectorSpec, DemoPart, DestinationKind
+
+
+def _demo() -> DemoPart:
+    from connectors.erp.demo import ErpDemo
+
+    return ErpDemo()
 
 CONNECTOR = ConnectorSpec(
     name="erp",
+    demo=_demo,
     destinations=(DestinationKind("erp", ErpDestinationConfig, factory=ErpDestination,
                                   summary="ERP after-sales order upsert (聚水潭 or signed JSON)"),),
 )

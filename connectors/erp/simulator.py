@@ -10,6 +10,7 @@ it can be told to have a bad day (:class:`connectors.faults.Faults`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ class ErpSimulator:
     webhook_seen: dict[str, int] = field(default_factory=dict)
     # After-sales numbers the ERP refuses to change (closed on its side), with its words.
     locked: set[str] = field(default_factory=set)
+    on_upload: Callable[[dict[str, Any]], None] | None = None  # the demo prints each upsert
     port: int = 0
     _runner: web.AppRunner | None = None
 
@@ -102,6 +104,8 @@ class ErpSimulator:
         if before != r:  # the same record again (a retry after a lost answer) changes nothing
             self.records[outer] = r
             self.uploads.append(r)
+            if self.on_upload is not None:
+                self.on_upload(r)
         return {"outer_as_id": outer, "issuccess": True, "as_id": 900000 + len(self.records), "msg": ""}
 
     @staticmethod

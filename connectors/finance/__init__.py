@@ -6,10 +6,19 @@ finance reports the refund executed at ``/callbacks/{id}``
 """
 
 from connectors.webhook.destination import WebhookDestination, WebhookDestinationConfig
-from hub.interfaces import ConnectorSpec, DestinationKind
+from hub.interfaces import ConnectorSpec, DemoPart, DestinationKind
+
+
+def _demo() -> DemoPart:
+    from connectors.finance.simulator import PAYABLE, finance
+    from connectors.reporting import ReportingDemo
+
+    return ReportingDemo(finance, PAYABLE)
+
 
 CONNECTOR = ConnectorSpec(
     name="finance",
+    demo=_demo,
     destinations=(DestinationKind("finance", WebhookDestinationConfig, factory=WebhookDestination,
                                   summary="finance refund record; reports the refund executed"),),
 )

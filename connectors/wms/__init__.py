@@ -7,10 +7,18 @@ warehouse that receives the notice and reports back.
 """
 
 from connectors.webhook.destination import WebhookDestination, WebhookDestinationConfig
-from hub.interfaces import ConnectorSpec, DestinationKind
+from hub.interfaces import ConnectorSpec, DemoPart, DestinationKind
+
+
+def _demo() -> DemoPart:
+    from connectors.reporting import ReportingDemo
+    from connectors.wms.simulator import EXPECTING, warehouse
+
+    return ReportingDemo(warehouse, EXPECTING)
 
 CONNECTOR = ConnectorSpec(
     name="wms",
+    demo=_demo,
     destinations=(DestinationKind("wms", WebhookDestinationConfig, factory=WebhookDestination,
                                   summary="WMS return inbound notice; reports goods received"),),
 )
