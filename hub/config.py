@@ -25,6 +25,7 @@ import os
 import re
 import typing
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -299,13 +300,34 @@ CHANGE_TYPES = ("ticket.created", "ticket.status_changed", "ticket.updated", "ti
 
 
 class SyncRule(Strict):
-    """``on`` these ticket changes (optionally only into ``status``) push ``to`` these destinations."""
+    """``on`` these ticket changes push ``to`` these destinations — optionally only
+    into ``status``, for tickets of ``type``, ``channel`` (a source kind) or
+    ``source`` (a source id), and with a refund of at least ``min_refund`` yuan.
+    Every condition given must hold."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     on: Annotated[list[str], BeforeValidator(_listify)]
     status: Annotated[list[str] | None, BeforeValidator(_listify)] = None
+    type: Annotated[list[str] | None, BeforeValidator(_listify)] = None
+    channel: Annotated[list[str] | None, BeforeValidator(_listify)] = None
+    source: Annotated[list[str] | None, BeforeValidator(_listify)] = None
+    min_refund: Decimal | None = Field(default=None, ge=0, max_digits=14, decimal_places=2)
     to: Annotated[list[str], BeforeValidator(_listify)]
+
+    @property
+    def min_refund_fen(self) -> int | None:
+        return None if self.min_refund is None else int(self.min_refund * 100)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: list[str] | None) -> list[str] | None:
+        from hub.lifecycle import TYPES
+
+        for t in v or []:
+            if t not in TYPES:
+                raise ValueError(f"unknown ticket type {t!r}; expected one of {', '.join(TYPES)}")
+        return v
 
     @field_validator("on")
     @classmethod
@@ -506,6 +528,11 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
+def _suggest(value: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(value, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def did_you_mean(model: Any, loc: tuple[int | str, ...]) -> str:
     """ " (did you mean 'x'?)" for an unknown key close to a known one; else ""."""
     holder = _model_at(model, loc[:-1]) if model is not None and loc else None
@@ -563,11 +590,16 @@ def parse_config(
     _unique_ids(sources, "sources", doc, problems)
     _unique_ids(dests, "destinations", doc, problems)
     dest_ids = {d.id for d in dests}
+    source_ids = {s.id for s in sources}
+    kinds = {s.kind for s in sources} | (set(registry.sources) if registry is not None else set())
     for i, rule in enumerate(cfg.sync):
-        for j, target in enumerate(rule.to):
-            if target not in dest_ids:
-                problems.append(doc.problem(f"sync[{i}].to[{j}]" if len(rule.to) > 1 else f"sync[{i}].to",
-                                            f"no destination with id {target!r}"))
+        for key, values, known, what in (("to", rule.to, dest_ids, "destination with id"),
+                                         ("source", rule.source or [], source_ids, "source with id"),
+                                         ("channel", rule.channel or [], kinds, "channel (source kind)")):
+            for j, value in enumerate(values):
+                if value not in known:
+                    problems.append(doc.problem(f"sync[{i}].{key}[{j}]" if len(values) > 1 else f"sync[{i}].{key}",
+                                                f"no {what} {value!r}{_suggest(value, known)}"))
     room = cfg.delivery.lease - record_margin(cfg.delivery.lease)
     for i, dest in enumerate(dests):
         if dest.enabled and dest.timeout > room:

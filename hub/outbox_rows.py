@@ -36,7 +36,7 @@ def outbox_rows(rules: list[SyncRule], destinations: dict[str, DestinationRuntim
     rows: list[dict[str, Any]] = []
     contexts: dict[bool, dict[str, Any]] = {}
     for change in changes:
-        for dest_id in destinations_for(rules, change):
+        for dest_id in destinations_for(rules, change, ticket):
             dest = destinations.get(dest_id)
             if dest is None:
                 continue

@@ -149,7 +149,7 @@ async def plan(db: Database, cipher: PiiCipher, sources: dict[str, SourceRuntime
             elif diff:
                 change = Change("ticket.updated", t.status, t.status, "replay")
                 out.tickets.append(TicketDiff(t.id, t.source_id, t.external_id, diff,
-                                              tuple(destinations_for(rules, change))))
+                                              tuple(destinations_for(rules, change, t))))
         after = page[-1].id
         if progress is not None:
             progress(out.examined)

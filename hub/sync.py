@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from hub.config import SyncRule
 
@@ -20,13 +21,22 @@ class Change:
         return {"from": self.from_status, "to": self.to_status}
 
 
-def destinations_for(rules: list[SyncRule], change: Change) -> list[str]:
-    """Destination ids to push ``change`` to, in rule order, each once."""
+def destinations_for(rules: list[SyncRule], change: Change, ticket: Any) -> list[str]:
+    """Destination ids to push ``change`` of ``ticket`` to, in rule order, each once."""
     out: list[str] = []
     for rule in rules:
         if change.type not in rule.on:
             continue
         if rule.status is not None and change.to_status not in rule.status:
+            continue
+        if rule.type is not None and ticket.type not in rule.type:
+            continue
+        if rule.channel is not None and ticket.channel not in rule.channel:
+            continue
+        if rule.source is not None and ticket.source_id not in rule.source:
+            continue
+        floor = rule.min_refund_fen
+        if floor is not None and (ticket.refund_amount or 0) < floor:
             continue
         for dest in rule.to:
             if dest not in out:
