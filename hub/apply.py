@@ -386,8 +386,9 @@ class Records:
             if open_ticket is not None:
                 # A chat message or a call about what is already being handled:
                 # part of that ticket's story, not a new ticket.
-                self._interaction(open_ticket, turn, rt, ev.raw_id, now)
+                joined = self._interaction(open_ticket, turn, rt, ev.raw_id, now)
                 self._set(tickets, open_ticket, "updated_at", now)
+                self._render(open_ticket, [joined], now)
                 self._record_merges(merges, ev.raw_id, now)
                 self._remember_event(ev, open_ticket.id)
                 return int(open_ticket.id)
@@ -438,7 +439,9 @@ class Records:
                     tl = self._timeline(ticket.id, "updated", ev.raw_id, now, detail={"fields": diff})
                     changes.append(Change("ticket.updated", before, before, tl))
         if turn is not None:
-            self._interaction(ticket, turn, rt, ev.raw_id, now)
+            joined = self._interaction(ticket, turn, rt, ev.raw_id, now)
+            if not changes:  # a turn on a ticket that did not change otherwise: tell downstream of it
+                changes.append(joined)
         self._render(ticket, changes, now)
         self._record_merges(merges, ev.raw_id, now)
         self._remember_event(ev, ticket.id)
@@ -488,7 +491,8 @@ class Records:
         tid = self.event_ticket.get((ev.source.config.id, str(turn["follows"])))
         if tid is None or tid not in self.tickets:
             raise Quarantine(f"follows event {turn['follows']!r}, which has no ticket (not received yet?)")
-        self._interaction(self.tickets[tid], turn, ev.source, ev.raw_id, now)
+        joined = self._interaction(self.tickets[tid], turn, ev.source, ev.raw_id, now)
+        self._render(self.tickets[tid], [joined], now)
         self._remember_event(ev, tid)
         return tid
 
@@ -501,12 +505,15 @@ class Records:
         return max(candidates, key=lambda t: (t.updated_at, t.id))
 
     def _interaction(self, ticket: Row, turn: dict[str, Any], rt: SourceRuntime, raw_id: int,
-                     now: datetime) -> None:
+                     now: datetime) -> Change:
+        """The turn on the ticket's timeline; the change that tells downstream of it."""
         detail = {"channel": rt.channel, "source_id": rt.config.id, "text": turn.get("text"),
                   "at": iso(turn["at"]) if isinstance(turn.get("at"), datetime) else turn.get("at")}
+        shared = {"kind": str(turn["kind"]), **detail}  # the platform's own detail stays in the timeline
         if turn.get("detail") is not None:
             detail["detail"] = turn["detail"]
-        self._timeline(ticket.id, str(turn["kind"]), raw_id, now, detail=detail)
+        tl = self._timeline(ticket.id, str(turn["kind"]), raw_id, now, detail=detail)
+        return Change("ticket.updated", ticket.status, ticket.status, tl, interaction=shared)
 
     def _timeline(self, ticket_id: int, kind: str, raw_id: int, now: datetime, *,
                   from_status: str | None = None, to_status: str | None = None, detail: Any = None) -> str:

@@ -16,9 +16,14 @@ class Change:
     from_status: str | None
     to_status: str
     key: str                 # unique per ticket: the raw event and the kind of change; in the push's idempotency key
+    # A call or message that joined the ticket (kind, channel, text, at): what downstream learns of it.
+    interaction: dict[str, Any] | None = None
 
-    def as_dict(self) -> dict[str, str | None]:
-        return {"from": self.from_status, "to": self.to_status}
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"from": self.from_status, "to": self.to_status}
+        if self.interaction is not None:
+            out["interaction"] = self.interaction
+        return out
 
 
 def destinations_for(rules: list[SyncRule], change: Change, ticket: Any) -> list[str]:

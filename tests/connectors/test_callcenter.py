@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -78,3 +79,38 @@ async def test_signed_pushes_are_verified(hub: Hub) -> None:
 
 async def _settled(hub: Hub, n: int) -> bool:
     return await count(hub, raw_events, raw_events.c.state == "done") == n
+
+
+async def test_a_call_about_an_open_ticket_tells_downstream_once_with_the_call(
+        registry: Registry, db_url: str, pii_key: str, site_secret: str, receiver: Any,
+        website: Any) -> None:
+    from connectors.website.simulator import Customer
+
+    person = Customer("u42", "张三", "13912345678", "zs@example.com", "上海市黄浦区南京东路 1 号")
+    cfg = make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret, receiver=receiver,
+                      sources=[{"id": "site", "kind": "website", "secret": site_secret},
+                               {"id": "cc", "kind": "callcenter", "username": "hub", "password": PASSWORD}],
+                      sync=[{"on": ["ticket.created", "ticket.updated"], "to": "hook"}])
+    h = Hub(cfg, registry)
+    await h.start()
+    try:
+        cc = CallCenterSimulator(f"http://127.0.0.1:{h.port}/webhooks/cc", "hub", PASSWORD)
+        async with aiohttp.ClientSession() as http:
+            body, headers = website.sign(website.request(person))
+            async with http.post(f"http://127.0.0.1:{h.port}/webhooks/site", data=body, headers=headers) as r:
+                assert r.status == 200
+            await receiver.wait_for(1, timeout=10)
+            cdr = cc.cdr("139-1234-5678")  # the same phone, written another way
+            assert (await cc.push(http, cdr, push_uuid="u-9"))[0] == 200
+            assert (await cc.push(http, cdr, push_uuid="u-9"))[0] == 200  # TCCC's retry
+            await receiver.wait_for(2, timeout=10)
+        assert await count(h, tickets) == 1  # the call joined the open ticket
+        types = [(r.body["type"], (r.body["data"]["change"].get("interaction") or {}).get("kind"))
+                 for r in receiver.unique.values()]
+        assert types == [("ticket.created", None), ("ticket.updated", "call")]
+        update = list(receiver.unique.values())[1].body["data"]
+        assert update["change"]["interaction"]["channel"] == "callcenter"
+        assert "13912345678" not in orjson.dumps(update).decode()  # masked: the destination has no pii
+        assert sorted(receiver.seen.values()) == [1, 1]
+    finally:
+        await h.stop()
