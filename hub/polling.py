@@ -198,7 +198,8 @@ class PollRunner:
             throttled = False
             try:
                 if await self._paused():
-                    await self._release_lease()
+                    if self.health.leased:  # ours until now (a renew refused by the pause forgot it)
+                        await self._release_lease(force=True)
                     self.health.leased = False
                     await self._sleep(min(stream.interval, 5.0), worker)
                     continue
@@ -386,8 +387,8 @@ class PollRunner:
             raise LeaseLost(self.source_id)
         self._lease_until = until
 
-    async def _release_lease(self) -> None:
-        if self._lease_until is None:
+    async def _release_lease(self, *, force: bool = False) -> None:
+        if self._lease_until is None and not force:
             return
         async with self.db.write() as conn:
             await conn.execute(sa.update(source_state).where(
