@@ -140,18 +140,23 @@ def test_check_config_command_exit_codes(tmp_path: Path) -> None:
     assert "sync[0].on" in res.stderr
 
 
-def test_run_refuses_kinds_not_available_yet(tmp_path: Path) -> None:
+async def test_run_refuses_kinds_not_available_yet(tmp_path: Path, registry: Registry) -> None:
+    """A kind a connector declares before it can run (``available=False``) passes
+    check-config and is refused by run, named, while enabled."""
+    from hub.config import parse_config
+    from hub.daemon import Hub
+    from hub.interfaces import ConnectorSpec, DestinationKind
+    from hub.yamlfile import YamlDoc
+
+    planned = Registry([*registry.specs, ConnectorSpec(name="planned", destinations=(
+        DestinationKind("fax", available=False, summary="notices by fax"),))])
     key = base64.b64encode(os.urandom(32)).decode()
-    p = tmp_path / "config.yaml"
-    p.write_text(f"""\
-storage: {{url: "sqlite+aiosqlite:///{tmp_path}/hub.db"}}
-security: {{pii_key: "{key}"}}
-destinations: [{{id: sms, kind: notify, url: "https://sms.example/x"}}]
-""")
-    res = subprocess.run([sys.executable, "-m", "hub", "run", "-c", str(p)], capture_output=True,
-                         text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
-    assert res.returncode == 2
-    assert "destination 'sms': kind 'notify' is not available yet" in res.stderr
+    cfg = parse_config(YamlDoc({"storage": {"url": f"sqlite+aiosqlite:///{tmp_path}/hub.db"},
+                                "security": {"pii_key": key},
+                                "destinations": [{"id": "fx", "kind": "fax", "url": "https://fax.example/x"}]},
+                               "(test)"), planned)
+    with pytest.raises(ConfigError, match="destination 'fx': kind 'fax' is not available yet"):
+        await Hub(cfg, planned).start()
 
 
 def test_a_disabled_entry_needs_no_secrets_but_its_typos_are_still_reported(
