@@ -133,6 +133,7 @@ def run(
     processes as supervisor.processes says."""
     from hub import logs
     from hub.daemon import Hub, run_until_signalled
+    from hub.listener import LISTEN_FD, bind_shared
     from hub.processes import ALL, CONFIG_ERROR, become_parent, parse_roles, plan
 
     cfg, registry = _load(config)
@@ -160,13 +161,14 @@ def run(
                 # Once, here: children migrating a new database at once would collide
                 # on its locks; each then finds the schema at head.
                 asyncio.run(migrate())
-            become_parent(_config_path(config).resolve(), processes, cfg)
+            become_parent(_config_path(config).resolve(), processes, cfg,
+                          bind_shared(cfg.server.host, cfg.server.port))
         roles = ALL
     hub = Hub(cfg, registry, roles)
-    # Started by the parent: processes with intake share the port (SO_REUSEPORT) —
-    # on PostgreSQL all of them, on SQLite the new and the old one while a reload
-    # replaces it.
-    hub.shares_port = role is not None and "intake" in roles
+    # Started by the parent: intake serves the socket `hub run` bound, inherited.
+    inherited = os.environ.get(LISTEN_FD)
+    if role is not None and "intake" in roles and inherited and inherited.isdigit():
+        hub.listen_fd = int(inherited)
 
     def reload_ok() -> bool:
         """The file again, checked as at start; its problems logged if any."""

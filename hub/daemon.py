@@ -264,10 +264,13 @@ class Hub:
             # request). Done before listening: the full collection holds the loop.
             gc.collect()
             gc.freeze()
-            # Several processes holding intake (PostgreSQL) share the port; the kernel spreads connections.
+            # Started by `hub run`: every intake process serves the one socket it bound.
             self._listener = await listen(self._runner.server, srv.host, srv.port, self.connections,
-                                          reuse_port=self.shares_port)
+                                          inherited=self.listen_fd)
             self.port = self._listener.sockets[0].getsockname()[1]
+            if self.listen_fd is not None and self.port != srv.port and srv.port != 0:
+                log.warning("server.listen changed: it takes effect when the hub is restarted",
+                            listening=self.port, configured=srv.port)
         log.info("hub started", roles=describe(roles), listen=f"{self.config.server.host}:{self.port}",
                  sources=sorted(self.pipeline.sources), polling=sorted(self.pollers), destinations=sorted(self.deliverer.destinations),
                  storage=self.db.dialect)
@@ -311,7 +314,7 @@ class Hub:
             await self.db.close()
         log.info("hub stopped")
 
-    shares_port = False  # set by `hub run` when several processes serve intake
+    listen_fd: int | None = None  # the listening socket `hub run` bound, inherited (hub.listener)
 
     @staticmethod
     async def _tick(wake: asyncio.Event) -> None:

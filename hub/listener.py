@@ -17,6 +17,7 @@ business (``server.body_timeout``, 408).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -87,11 +88,35 @@ class _Counted(asyncio.Protocol):
             self._inner.resume_writing()
 
 
+BACKLOG = 1024
+LISTEN_FD = "HUB_LISTEN_FD"  # the listening socket a child inherits from the parent
+
+
+def bind_shared(host: str, port: int) -> socket.socket:
+    """The one listening socket every intake process of ``hub run`` serves,
+    bound before the processes start and inherited by each (see hub.processes).
+    One socket, one accept queue: a process replaced by a reload closes only its
+    copy, so no connection waiting to be accepted is ever reset — which
+    per-process ``SO_REUSEPORT`` sockets cannot promise (a closed one drops its queue)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
 async def listen(make_handler: Callable[[], Any], host: str, port: int, limit: ConnectionLimit,
-                 *, backlog: int = 1024, reuse_port: bool = False) -> asyncio.Server:
-    """Listen on ``host:port``; each connection is served by ``make_handler()``
-    (aiohttp's ``runner.server``) while fewer than ``limit.limit`` are open."""
+                 *, backlog: int = BACKLOG, inherited: int | None = None) -> asyncio.Server:
+    """Listen on ``host:port`` — or serve the inherited listening socket
+    ``inherited`` — each connection served by ``make_handler()`` (aiohttp's
+    ``runner.server``) while fewer than ``limit.limit`` are open."""
     loop = asyncio.get_running_loop()
+    if inherited is not None:
+        sock = socket.socket(fileno=os.dup(inherited))  # our copy; the parent keeps its own
+        sock.setblocking(False)
+        return await loop.create_server(lambda: _Counted(make_handler, limit), sock=sock, backlog=backlog)
     return await loop.create_server(lambda: _Counted(make_handler, limit), host, port,
-                                    backlog=backlog, reuse_address=True, reuse_port=reuse_port or None,
-                                    family=socket.AF_UNSPEC)
+                                    backlog=backlog, reuse_address=True, family=socket.AF_UNSPEC)

@@ -8,7 +8,8 @@ what tests run in-process.
 How they are spread (:func:`plan`) depends on the database:
 
 - **PostgreSQL**: every process holds every role. They share the listening
-  port (``SO_REUSEPORT``: the kernel spreads connections), the inbox and the
+  socket (bound once by ``hub run``, inherited by each: one accept queue, so
+  a process replaced or restarted never resets a waiting connection), the inbox and the
   outbox (claims ``FOR UPDATE SKIP LOCKED``) and the poll leases (one process
   polls a source at a time; a survivor takes the lease when its holder dies).
   More processes on more machines against one PostgreSQL is how a merchant
@@ -40,7 +41,7 @@ and the parent exits 0 once all have.
 not pass is refused with its problems in the log and everything keeps
 running on the old one. One that passes: the parent tells systemd RELOADING,
 then replaces the children one by one — a new one started and READY before
-the old one is told to drain (they share the port meanwhile), except a role
+the old one is told to drain (they serve the same socket meanwhile), except a role
 that must never run twice at once (SQLite's pipeline: ``exclusive``), whose
 old process drains first — and tells systemd READY again. No request or
 event in flight is dropped: each old process finishes what it holds.
@@ -133,8 +134,10 @@ class Parent:
     """Starts the planned children, relays their notifications, restarts the fallen."""
 
     def __init__(self, config_path: Path, roles: list[frozenset[str]], *, max_backoff: float = 30.0,
-                 exclusive: frozenset[str] = frozenset(), ready_timeout: float = 120.0):
+                 exclusive: frozenset[str] = frozenset(), ready_timeout: float = 120.0,
+                 listen_fd: int | None = None):
         self.config_path = config_path
+        self.listen_fd = listen_fd  # every intake child serves this socket (hub.listener.bind_shared)
         self.exclusive = exclusive        # roles never run by two processes at once (SQLite's pipeline)
         self.ready_timeout = ready_timeout  # a reloaded process not READY by then: the reload is abandoned
         self._reloading: asyncio.Task[None] | None = None
@@ -152,9 +155,12 @@ class Parent:
         env["NOTIFY_SOCKET"] = str(child.socket_path)
         if self._watchdog:
             env["WATCHDOG_USEC"] = str(int(self._watchdog * 2_000_000))
+        fds = (self.listen_fd,) if self.listen_fd is not None and "intake" in child.roles else ()
+        if fds:
+            env["HUB_LISTEN_FD"] = str(fds[0])
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "hub", "run", "-c", str(self.config_path), "--role", describe(child.roles)],
-            env=env, preexec_fn=_die_with_parent)
+            env=env, preexec_fn=_die_with_parent, pass_fds=fds)
         child.ready = False
         child.last_ping = time.monotonic()
         log.info("hub process started", process=child.index, roles=describe(child.roles), pid=child.proc.pid)
@@ -326,11 +332,14 @@ class Parent:
             self.exit_code = 1
 
 
-def become_parent(config_path: Path, roles: list[frozenset[str]], cfg: HubConfig) -> None:
-    """Replace this process (``hub run``, config checked, schema migrated) with
-    the lightweight parent: same PID, same environment (NOTIFY_SOCKET)."""
+def become_parent(config_path: Path, roles: list[frozenset[str]], cfg: HubConfig,
+                  listening: socket.socket) -> None:
+    """Replace this process (``hub run``, config checked, schema migrated, the
+    port bound) with the lightweight parent: same PID, same environment
+    (NOTIFY_SOCKET), the listening socket kept open across the exec."""
     exclusive = "processing" if cfg.storage.url.startswith("sqlite") else ""
     argv = [sys.executable, "-m", "hub.processes", "--config", str(config_path), "--exclusive", exclusive,
+            "--listen-fd", str(listening.fileno()),
             "--max-backoff", str(cfg.supervisor.max_backoff), "--log-level", cfg.logging.level,
             "--log-format", cfg.logging.format, "--repeat-limit", str(cfg.logging.repeat_limit),
             "--repeat-window", str(cfg.logging.repeat_window), "--plan", ";".join(describe(r) for r in roles)]
@@ -354,12 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exclusive", default="", help="roles never run twice at once: processing on SQLite")
     ap.add_argument("--repeat-limit", type=int, default=20)
     ap.add_argument("--repeat-window", type=float, default=60.0)
+    ap.add_argument("--listen-fd", type=int, default=None, help="the listening socket, bound by hub run")
     args = ap.parse_args(argv)
     logs.configure(args.log_level, args.log_format, repeat_limit=args.repeat_limit,
                    repeat_window=args.repeat_window)
     roles = [parse_roles(part) for part in args.plan.split(";")]
     exclusive = parse_roles(args.exclusive) if args.exclusive else frozenset()
-    return asyncio.run(Parent(args.config, roles, max_backoff=args.max_backoff, exclusive=exclusive).run())
+    return asyncio.run(Parent(args.config, roles, max_backoff=args.max_backoff, exclusive=exclusive,
+                              listen_fd=args.listen_fd).run())
 
 
 if __name__ == "__main__":
