@@ -273,6 +273,11 @@ class DestinationConfig(BaseModel):
     # characters); the rest is never read and its connection is closed.
     max_response_bytes: int = Field(default=65536, ge=1024)
     retry: RetryConfig | None = None
+    # Pushes a second at most (what the receiver's contract allows); None: as fast as slots free.
+    rate: float | None = Field(default=None, gt=0)
+    # A destination whose attempts keep failing (errors, timeouts — not refusals of one
+    # push) is left alone as a whole for the cooldown, then tried with one push.
+    circuit: CircuitConfig = CircuitConfig(failures=10, cooldown=30.0, max_cooldown=600.0)
     # The destination reports back (WMS "goods received", finance "refund executed"):
     # POST /callbacks/{id}, Standard Webhooks signed with this secret, mapped by
     # callback_mapping (default "<kind>_callback").

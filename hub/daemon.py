@@ -24,6 +24,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from hub import backlog, samples, systemd
 from hub.callbacks import CallbackSource
+from hub.circuit import CircuitBreaker
 from hub.config import HubConfig
 from hub.delivery import ActiveDestination, Deliverer
 from hub.errors import ConfigError, MappingError, Problem
@@ -37,6 +38,7 @@ from hub.pii import PiiCipher
 from hub.pipeline import DestinationRuntime, Pipeline, SourceRuntime
 from hub.polling import LEASE_SECONDS, PollRunner, process_owner
 from hub.processes import ALL, describe
+from hub.quota import TokenBucket
 from hub.records import utcnow
 from hub.registry import Registry
 from hub.retry import RetryPolicy
@@ -170,9 +172,11 @@ class Hub:
                 continue
             factory = self.registry.destinations[d.kind].factory
             assert factory is not None
-            active[d.id] = ActiveDestination(factory(d), RetryPolicy(self.config.retry_for(d)),
-                                             limit=d.max_in_flight, timeout=d.timeout,
-                                             slow_after=d.slow_after)
+            active[d.id] = ActiveDestination(
+                factory(d), RetryPolicy(self.config.retry_for(d)), limit=d.max_in_flight, timeout=d.timeout,
+                slow_after=d.slow_after,
+                circuit=CircuitBreaker(d.circuit.failures, d.circuit.cooldown, d.circuit.max_cooldown),
+                bucket=TokenBucket(d.rate, max(1, int(d.rate))) if d.rate else None)
         st = self.config.storage
         self.inbox = InboxWriter(self.db, batch_max=st.batch_max, batch_delay=st.batch_delay,
                                  on_commit=self._on_commit)

@@ -45,9 +45,11 @@ import aiohttp
 import sqlalchemy as sa
 import structlog
 
+from hub.circuit import CircuitBreaker, CircuitState
 from hub.config import record_margin
 from hub.errors import Permanent, Retryable
 from hub.interfaces import Destination, Push, Receipt
+from hub.quota import TokenBucket
 from hub.records import outbox, ticket_events, utcnow
 from hub.retry import RetryPolicy, parse_retry_after
 from hub.storage import Database
@@ -120,6 +122,9 @@ class ActiveDestination:
     timeout: float
     slow_after: float = 2.0    # an attempt unanswered this long waits aside, freeing its slot
     health: DestinationHealth = field(default_factory=DestinationHealth)
+    # Backs off as a whole when attempts keep failing; paces pushes to ``rate`` a second.
+    circuit: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(10, 30.0, 600.0))
+    bucket: TokenBucket | None = None
     in_flight: int = 0
     aside: int = 0             # slow attempts that gave their slot back (at most ``limit``)
     queue: collections.deque[Claim] = field(default_factory=collections.deque)  # claimed, not started
@@ -234,6 +239,11 @@ class Deliverer:
 
     def _room(self, a: ActiveDestination) -> int:
         """How many rows a claim should take for this destination now (0: not worth one)."""
+        state = a.circuit.state
+        if state is CircuitState.OPEN:
+            return 0  # backing off as a whole: nothing is claimed, the others go on
+        if state is CircuitState.HALF_OPEN:
+            return 1 if a.in_flight == 0 and not a.queue else 0  # one trial push
         room = a.limit + self.batch - a.in_flight - len(a.queue)
         return room if room >= max(1, self.batch // 2) or (room > 0 and not a.queue) else 0
 
@@ -241,7 +251,15 @@ class Deliverer:
         """Start queued attempts while the destination has free slots."""
         active = self.destinations[dest]
         loop = asyncio.get_running_loop()
-        while active.queue and active.in_flight < active.limit:
+        state = active.circuit.state
+        if state is CircuitState.OPEN:
+            while active.queue:  # given back untouched: claimed again once the cooldown has passed
+                self._outcomes.append(Outcome(active.queue.popleft(), "released", None, None, None, None,
+                                              utcnow()))
+                self.completed.set()
+            return
+        limit = 1 if state is CircuitState.HALF_OPEN else active.limit
+        while active.queue and active.in_flight < limit:
             claim = active.queue.popleft()
             active.in_flight += 1
             slot = Slot()
@@ -305,6 +323,11 @@ class Deliverer:
         push = Push(outbox_id=row.id, destination_id=row.destination_id,
                     idempotency_key=row.idempotency_key, event_type=row.event_type,
                     payload=row.payload.encode(), attempt=row.attempts + 1)
+        if active.bucket is not None:
+            await active.bucket.acquire()  # the destination's rate: waits its turn, inside the lease
+            if claim.deadline - loop.time() < budget:
+                self._done(Outcome(claim, "released", None, None, None, None, utcnow()), slot)
+                return
         started = utcnow()
         try:
             async with asyncio.timeout(budget):
@@ -327,6 +350,7 @@ class Deliverer:
             result = self._retry_or_die(claim, active.policy, started, None,
                                         f"internal error: {type(err).__name__}", None, None)
         active.health.record(result.state, result.error)
+        self._count_for_circuit(row.destination_id, active, result)
         if result.state == "pending":
             log.info("push failed; will retry", destination=row.destination_id, ticket_id=row.ticket_id,
                      outbox_id=row.id, attempt=row.attempts + 1, status=result.status, error=result.error,
@@ -335,6 +359,23 @@ class Deliverer:
             self.on_result(row.destination_id, result.state if result.state != "pending" else "retry",
                            loop.time() - t0)
         self._done(result, slot)
+
+    @staticmethod
+    def _count_for_circuit(dest: str, active: ActiveDestination, result: Outcome) -> None:
+        """An answer — delivered, or one push refused — means the destination is up;
+        errors and silence count towards leaving it alone."""
+        before = active.circuit.state
+        if result.state == "delivered" or (result.state == "dead" and result.status is not None
+                                           and 400 <= result.status < 500):
+            active.circuit.success()
+            if before is not CircuitState.CLOSED:
+                log.info("destination answering again: circuit closed", destination=dest)
+            return
+        active.circuit.failure()
+        if active.circuit.state is CircuitState.OPEN and before is not CircuitState.OPEN:
+            log.warning("destination keeps failing: left alone as a whole", destination=dest,
+                        failures=active.circuit.failures, retry_in=round(active.circuit.remaining(), 1),
+                        error=result.error)
 
     def _done(self, outcome: Outcome, slot: Slot) -> None:
         dest = outcome.row.destination_id

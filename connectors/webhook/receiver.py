@@ -42,6 +42,7 @@ class Receiver:
     huge_answer: int = 0
     received: list[Received] = field(default_factory=list)
     streamed: int = 0  # bytes of huge answers actually written
+    hits: int = 0      # every request, scripted refusals included
     seen: dict[str, int] = field(default_factory=dict)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -59,6 +60,7 @@ class Receiver:
         return out
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.hits += 1
         body = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
         if self.script:

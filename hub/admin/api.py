@@ -133,6 +133,7 @@ async def status_of(hub: Hub) -> dict[str, Any]:
     return {"ready": not (problems := await hub.readiness_problems()), "problems": problems,
             "inbox": counts.inbox,
             "destinations": {d: {**n, "degraded": hub.deliverer.destinations[d].health.degraded,
+                                 "circuit": hub.deliverer.destinations[d].circuit.state.value,
                                  "last_error": queries.masked(hub.deliverer.destinations[d].health.last_error,
                                                                False)}
                              for d, n in counts.outbox.items()},

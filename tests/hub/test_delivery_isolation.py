@@ -278,3 +278,61 @@ def test_a_destination_timeout_must_fit_in_the_lease(registry: Registry, pii_key
                                    "secret": receiver.secret, "timeout": "9s"}])
     assert [p.path for p in err.value.problems] == ["destinations[0].timeout"]
     assert "does not fit in delivery.lease (10s) less 2s" in str(err.value)
+
+
+async def test_a_destination_that_keeps_failing_is_left_alone_and_drains_once_it_answers(
+        registry: Registry, db_url: str, pii_key: str, site_secret: str, website: WebsiteSimulator) -> None:
+    down, up = Receiver(secret=standard_webhooks.new_secret()), Receiver(secret=standard_webhooks.new_secret())
+    await down.start()
+    await up.start()
+    down.script.extend([(503, {}, "down for maintenance")] * 1000)
+    try:
+        cfg = make_config(
+            registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret, receiver=None,
+            destinations=[{"id": "down", "kind": "webhook", "url": down.url, "secret": down.secret,
+                           "circuit": {"failures": 3, "cooldown": "1s", "max_cooldown": "2s"}},
+                          {"id": "up", "kind": "webhook", "url": up.url, "secret": up.secret}],
+            sync=[{"on": "ticket.created", "to": ["down", "up"]}])
+        async with running(cfg, registry) as hub, aiohttp.ClientSession() as http:
+            for _ in range(5):
+                body, headers = website.sign(website.request())
+                async with http.post(f"http://127.0.0.1:{hub.port}/webhooks/site", data=body, headers=headers) as r:
+                    assert r.status == 200
+            await up.wait_for(5, timeout=10)  # the healthy one is not held up
+            active = hub.deliverer.destinations["down"]
+            await wait_until(lambda: active.circuit.state.value == "open", timeout=10)
+            hits = down.hits
+            await asyncio.sleep(0.6)
+            assert down.hits == hits  # left alone while the circuit is open
+            status = await (await http.get(f"http://127.0.0.1:{hub.port}/healthz")).text()
+            assert status
+            down.script.clear()  # it answers again
+            await down.wait_for(5, timeout=15)
+            await wait_until(lambda: active.circuit.state.value == "closed", timeout=10)
+        assert set(down.seen.values()) == set(up.seen.values()) == {1}
+    finally:
+        await down.stop()
+        await up.stop()
+
+
+async def test_a_destinations_rate_paces_its_pushes(
+        registry: Registry, db_url: str, pii_key: str, site_secret: str, website: WebsiteSimulator) -> None:
+    paced = Receiver(secret=standard_webhooks.new_secret())
+    arrived: list[float] = []
+    paced.say = lambda _r: arrived.append(asyncio.get_running_loop().time())
+    await paced.start()
+    try:
+        cfg = make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret, receiver=None,
+                          destinations=[{"id": "paced", "kind": "webhook", "url": paced.url, "secret": paced.secret,
+                                         "rate": 4}],
+                          sync=[{"on": "ticket.created", "to": "paced"}])
+        async with running(cfg, registry) as hub, aiohttp.ClientSession() as http:
+            for _ in range(8):
+                body, headers = website.sign(website.request())
+                async with http.post(f"http://127.0.0.1:{hub.port}/webhooks/site", data=body, headers=headers) as r:
+                    assert r.status == 200
+            await paced.wait_for(8, timeout=15)
+        # A burst of 4, then one every quarter of a second: the last four take at least ~0.75 s.
+        assert arrived[-1] - arrived[3] >= 0.7, [round(t - arrived[0], 2) for t in arrived]
+    finally:
+        await paced.stop()
