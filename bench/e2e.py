@@ -2,6 +2,7 @@
 
     python bench/e2e.py [--requests 3000] [--concurrency 32] [--rate R]
                         [--hang-fraction 0.01] [--storage sqlite|postgres] [--processes 1,2]
+                        [--destinations erp,wms,finance [--outage wms]]
 
 Starts ``hub run`` with the shipped defaults (pipeline and delivery on, one
 signed webhook destination) and bench/push_receiver.py, each in a process of
@@ -16,6 +17,14 @@ then ``--hang-fraction`` of the pushes hanging on their first attempt past
 the destination's timeout (10 s). The other tickets' latency is printed
 beside the baseline's — one slow push must not hold them up — and the hung
 ones apart (they arrive after the timeout and a retry's backoff).
+
+With ``--destinations erp,wms,finance`` every ticket is pushed to each of
+those kinds (the ERP as its signed-JSON variant, each destination with a
+receiver process of its own): three pushes per ticket, and the latency is
+received → the ticket's *last* push answered. ``--outage DEST`` adds a run
+in which that destination is down while the requests come in and returns
+afterwards: its backlog must drain, and the other destinations' p99 is
+printed beside the run without the outage.
 """
 
 from __future__ import annotations
@@ -64,6 +73,8 @@ class Run:
     latencies: list[float]          # ack → push answered, tickets whose push did not hang
     hung_latencies: list[float]     # the same, for tickets whose first attempt hung
     refused: int
+    others: list[float] | None = None   # ack → last push answered at the destinations that stayed up
+    drained: float | None = None        # seconds after it returned until the downed destination had all
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -124,14 +135,28 @@ async def _wait_answered(port: int, n: int, timeout: float) -> dict[str, list[An
         await asyncio.sleep(0.25)
 
 
+def _destination(kind: str, port: int, secret: str) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{port}/hook"
+    if kind == "erp":
+        return {"id": "erp", "kind": "erp", "variant": "webhook", "url": url, "secret": secret}
+    return {"id": kind, "kind": kind, "url": url, "secret": secret}
+
+
+def _receiver(port: int, secret: str, hang_fraction: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(ROOT / "bench/push_receiver.py"), str(port), secret,
+                             "--hang-fraction", str(hang_fraction), "--hang-seconds", str(HANG_SECONDS)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
 def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: Path,
-             processes: int | None = None) -> Run:
-    site_secret, push_secret = standard_webhooks.new_secret(), standard_webhooks.new_secret()
-    hub_port, recv_port = free_port(), free_port()
-    receiver = subprocess.Popen([sys.executable, str(ROOT / "bench/push_receiver.py"), str(recv_port), push_secret,
-                                 "--hang-fraction", str(hang_fraction), "--hang-seconds", str(HANG_SECONDS)],
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-    run_dir = work / label.replace(" ", "-").replace("%", "pct")
+             processes: int | None = None, outage: str | None = None) -> Run:
+    site_secret = standard_webhooks.new_secret()
+    kinds = args.destinations.split(",")
+    hub_port = free_port()
+    ports = {k: free_port() for k in kinds}
+    secrets = {k: standard_webhooks.new_secret() for k in kinds}
+    receivers = {k: _receiver(ports[k], secrets[k], hang_fraction) for k in kinds if k != outage}
+    run_dir = work / label.replace(" ", "-").replace("%", "pct").replace(",", "")
     run_dir.mkdir()
     with bench_database(args.storage, run_dir, args.postgres_url) as url:
         config = run_dir / "config.yaml"
@@ -141,36 +166,61 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
             "storage": {"url": url},
             "security": {"pii_key": base64.b64encode(os.urandom(32)).decode()},
             "sources": [{"id": "site", "kind": "website", "secret": site_secret}],
-            "destinations": [{"id": "erp", "kind": "webhook", "url": f"http://127.0.0.1:{recv_port}/hook",
-                              "secret": push_secret}],
-            "sync": [{"on": ["ticket.created"], "to": "erp"}],
+            "destinations": [_destination(k, ports[k], secrets[k]) for k in kinds],
+            "sync": [{"on": ["ticket.created"], "to": [("erp" if k == "erp" else k) for k in kinds]}],
             **({"supervisor": {"processes": processes}} if processes else {}),
         }, args.settings)))
         log = (run_dir / "hub.log").open("wb")
         hub = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(config)], stdout=log,
                                stderr=subprocess.STDOUT, cwd=ROOT)
+        returned = None
         try:
             wait_port(hub_port)
-            wait_port(recv_port)
+            for k in receivers:
+                wait_port(ports[k])
             site = WebsiteSimulator(secret=site_secret, seed=1111)
             messages = [site.request() for _ in range(args.requests)]
             first_sent = time.time()
             acks, refused, ingest = asyncio.run(_send_all(f"http://127.0.0.1:{hub_port}/webhooks/site", site,
                                                           messages, args.concurrency, args.rate))
-            got = asyncio.run(_wait_answered(recv_port, args.requests, timeout=HANG_SECONDS + 120))
+            up = {k: asyncio.run(_wait_answered(ports[k], args.requests, timeout=HANG_SECONDS + 120))
+                  for k in receivers}
+            got = dict(up)
+            if outage is not None:
+                receivers[outage] = _receiver(ports[outage], secrets[outage], 0.0)  # it comes back
+                wait_port(ports[outage])
+                returned = time.time()
+                # The circuit's cooldown (30 s by default, doubling) and the pushes' own backoff.
+                got[outage] = asyncio.run(_wait_answered(ports[outage], args.requests, timeout=1800))
         finally:
             hub.terminate()
             hub.wait(60)
-            receiver.terminate()
-            receiver.wait(10)
-    answered = {a[0]: a for a in got.values() if a[3] is not None}
-    missing = set(acks) - set(answered)
-    if missing:
-        raise SystemExit(f"{label}: {len(missing)} acknowledged tickets never pushed (see {run_dir}/hub.log)")
-    normal = [answered[t][3] - acks[t] for t in acks if answered[t][2] == 1]
-    hung = [answered[t][3] - acks[t] for t in acks if answered[t][2] > 1]
-    last = max(a[3] for a in answered.values())
-    return Run(label, len(acks), ingest, last - first_sent, normal, hung, refused)
+            for r in receivers.values():
+                r.terminate()
+                r.wait(10)
+    answered = {k: {a[0]: a for a in g.values() if a[3] is not None} for k, g in got.items()}
+    for k, a in answered.items():
+        missing = set(acks) - set(a)
+        if missing:
+            raise SystemExit(f"{label}: {len(missing)} acknowledged tickets never pushed to {k} "
+                             f"(see {run_dir}/hub.log)")
+
+    def latency(t: str, among: list[str]) -> float:
+        return max(answered[k][t][3] for k in among) - acks[t]
+
+    def hung_first(t: str) -> bool:
+        return any(answered[k][t][2] > 1 for k in receivers if k != outage)
+
+    every = list(answered)
+    stayed = [k for k in every if k != outage]
+    normal = [latency(t, every) for t in acks if not hung_first(t)]
+    hung = [latency(t, every) for t in acks if hung_first(t)]
+    last = max(a[3] for g in answered.values() for a in g.values())
+    run = Run(label, len(acks), ingest, last - first_sent, normal, hung, refused)
+    if outage is not None:
+        run.others = [latency(t, stayed) for t in acks]
+        run.drained = max(a[3] for a in answered[outage].values()) - (returned or 0)
+    return run
 
 
 def main() -> None:
@@ -179,6 +229,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rate", type=float, default=None, help="sustained offered rate, requests/s")
     ap.add_argument("--hang-fraction", type=float, default=0.01)
+    ap.add_argument("--destinations", default="webhook",
+                    help="destination kinds each ticket is pushed to: webhook, or erp,wms,finance")
+    ap.add_argument("--outage", default=None, help="one of --destinations, down while requests come in")
     ap.add_argument("--processes", default=None,
                     help="supervisor.processes, or several to compare (1,2); default: the shipped auto")
     storage_arguments(ap)
@@ -191,19 +244,29 @@ def main() -> None:
             run_once(f"{args.hang_fraction:.0%} of pushes hang", args, args.hang_fraction, work, first)]
     for n in counts[1:]:
         runs.append(run_once(f"every push answered, {n} proc", args, 0.0, work, n))
+    if args.outage:
+        runs.append(run_once(f"{args.outage} down meanwhile", args, 0.0, work, first, outage=args.outage))
     offered = f"offered {args.rate:.0f}/s" if args.rate else f"concurrency {args.concurrency}"
-    print(f"{args.requests} signed website requests -> {args.requests} verified pushes, {args.storage}, "
-          f"{offered}, shipped defaults (pipeline and delivery on)")
-    print(f"{'':30}{'ingest req/s':>13}{'tickets/s':>11}{'ack->push p50':>15}{'p99':>9}{'503s':>6}")
+    kinds = args.destinations.split(",")
+    print(f"{args.requests} signed website requests -> {args.requests * len(kinds)} verified pushes "
+          f"({', '.join(kinds)}), {args.storage}, {offered}, shipped defaults (pipeline and delivery on)")
+    print(f"{'':30}{'ingest req/s':>13}{'tickets/s':>11}{'ack->last push p50':>19}{'p99':>9}{'503s':>6}")
     for r in runs:
         print(f"{r.label:30}{r.sent / r.ingest_seconds:>13.0f}{r.sent / r.end_to_end_seconds:>11.0f}"
-              f"{_pct(r.latencies, 0.5):>14.3f}s{_pct(r.latencies, 0.99):>8.3f}s{r.refused:>6}")
+              f"{_pct(r.latencies, 0.5):>18.3f}s{_pct(r.latencies, 0.99):>8.3f}s{r.refused:>6}")
     hung = runs[1].hung_latencies
     if hung:
         print(f"{'':30}the {len(hung)} hung pushes arrived after their retry: p50 {statistics.median(hung):.1f}s "
               f"(destination timeout {HANG_SECONDS - 20:.0f}s + backoff)")
     base, slow = runs[:2]
     print(f"other tickets' p50 with hanging pushes / without: {_pct(slow.latencies, .5) / _pct(base.latencies, .5):.2f}")
+    if args.outage:
+        down = runs[-1]
+        assert down.others is not None
+        print(f"with {args.outage} down: the other destinations' p99 {_pct(down.others, .99):.3f}s vs "
+              f"{_pct(base.latencies, .99):.3f}s with every destination up "
+              f"(ratio {_pct(down.others, .99) / _pct(base.latencies, .99):.2f}); "
+              f"{args.outage}'s backlog of {down.sent} drained {down.drained:.1f}s after it returned")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,11 @@ def main() -> None:
             return web.json_response({"error": str(err)}, status=401)
         seen = arrivals.get(msg_id)
         if seen is None:
-            ticket = orjson.loads(body)["data"]["ticket"]["external_id"]
+            doc = orjson.loads(body)
+            data = doc.get("data") or {}
+            # The generic envelope, the WMS/finance notices, or the ERP's record.
+            ticket = ((data.get("ticket") or {}).get("external_id") or data.get("after_sale_no")
+                      or doc.get("outer_as_id"))
             arrivals[msg_id] = seen = [ticket, time.time(), 0, None]
         seen[2] += 1  # type: ignore[operator]
         totals["attempts"] += 1

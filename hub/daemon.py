@@ -87,6 +87,9 @@ def compile_mappings(cfg: HubConfig, registry: Registry) -> tuple[MappingSet, li
     return mappings, problems
 
 
+ACCEPTED_GRACE = 0.5  # seconds a stopping process still serves what it had just accepted
+
+
 def build_runtimes(cfg: HubConfig, registry: Registry) -> tuple[dict[str, SourceRuntime],
                                                                 dict[str, DestinationRuntime]]:
     """Every enabled source and destination with its compiled mapping (MappingError
@@ -281,12 +284,18 @@ class Hub:
 
     async def stop(self) -> None:
         log.info("hub stopping: draining")
+        # No new connections first: one accepted until now is served as usual (during a
+        # reload its client meant the hub, and the new process would have served it).
+        if self._listener is not None:
+            self._listener.close()
+            if self.connections.open:
+                # A connection accepted just now may not have sent its request yet:
+                # aiohttp would close it as idle. Let such requests arrive and be served.
+                await asyncio.sleep(ACCEPTED_GRACE)
         self.draining = True
         sup = self.supervisor
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        if self._listener is not None:
-            self._listener.close()  # no new connections
         if self._runner is not None:
             await self._runner.cleanup()  # waits for in-flight requests, closes the rest
             self._runner = None

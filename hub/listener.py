@@ -103,7 +103,8 @@ def bind_shared(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(address)
-    sock.listen(BACKLOG)
+    # Bound, not listening: connections are refused (not queued unanswered) until the
+    # first intake process is ready and listens on it (asyncio's create_server does).
     sock.set_inheritable(True)
     return sock
 
