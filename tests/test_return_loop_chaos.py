@@ -56,8 +56,9 @@ async def test_the_loop_ends_the_same_through_failures_and_two_sigkills(
         "storage": {"url": db_url}, "security": {"pii_key": pii_key},
         "sources": [{"id": "site", "kind": "website", "secret": site_secret}],
         "destinations": [{"id": "erp", "kind": "erp", "url": erp.url, "app_key": erp.app_key,
-                          "app_secret": erp.app_secret, "access_token": erp.access_token, "shop_id": 10001},
-                         wms.config(), fin.config()],
+                          "app_secret": erp.app_secret, "access_token": erp.access_token, "shop_id": 10001,
+                          "timeout": "3s"},
+                         wms.config(timeout="3s"), fin.config(timeout="3s")],
         "sync": [{"on": ["ticket.created", "ticket.status_changed"], "to": "erp"},
                  {"on": "ticket.status_changed", "status": "awaiting_return", "to": "wms"},
                  {"on": "ticket.status_changed", "status": "return_received", "to": "finance"}],
@@ -121,6 +122,10 @@ async def test_the_loop_ends_the_same_through_failures_and_two_sigkills(
         for s in (erp, wms, fin):
             await s.stop()
 
+    print(f"{N} tickets round the loop; failures injected: ERP {sum(erp.faults.injected.values())}, "
+          f"WMS {sum(wms.faults.injected.values())}, finance {sum(fin.faults.injected.values())}; "
+          f"ERP upserts {len(erp.uploads)}, WMS copies {sum(wms.seen.values())}, finance copies "
+          f"{sum(fin.seen.values())}")
     assert not kills  # both kills happened
     assert all(sum(f.injected.values()) > 0 for f in (erp.faults, wms.faults, fin.faults))
     for m in firsts:
