@@ -125,6 +125,9 @@ class ActiveDestination:
     # Backs off as a whole when attempts keep failing; paces pushes to ``rate`` a second.
     circuit: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(10, 30.0, 600.0))
     bucket: TokenBucket | None = None
+    # When the latest attempt that got an answer started (loop time): a failure of an
+    # attempt started before it says nothing about the destination now.
+    answered_since: float = float("-inf")
     in_flight: int = 0
     aside: int = 0             # slow attempts that gave their slot back (at most ``limit``)
     queue: collections.deque[Claim] = field(default_factory=collections.deque)  # claimed, not started
@@ -350,7 +353,7 @@ class Deliverer:
             result = self._retry_or_die(claim, active.policy, started, None,
                                         f"internal error: {type(err).__name__}", None, None)
         active.health.record(result.state, result.error)
-        self._count_for_circuit(row.destination_id, active, result)
+        self._count_for_circuit(row.destination_id, active, result, t0)
         if result.state == "pending":
             log.info("push failed; will retry", destination=row.destination_id, ticket_id=row.ticket_id,
                      outbox_id=row.id, attempt=row.attempts + 1, status=result.status, error=result.error,
@@ -361,15 +364,20 @@ class Deliverer:
         self._done(result, slot)
 
     @staticmethod
-    def _count_for_circuit(dest: str, active: ActiveDestination, result: Outcome) -> None:
+    def _count_for_circuit(dest: str, active: ActiveDestination, result: Outcome, started: float) -> None:
         """An answer — delivered, or one push refused — means the destination is up;
-        errors and silence count towards leaving it alone."""
+        errors and silence count towards leaving it alone, unless an attempt started
+        after this one has been answered since (a few hung pushes timing out together
+        are not an outage)."""
         before = active.circuit.state
         if result.state == "delivered" or (result.state == "dead" and result.status is not None
                                            and 400 <= result.status < 500):
+            active.answered_since = max(active.answered_since, started)
             active.circuit.success()
             if before is not CircuitState.CLOSED:
                 log.info("destination answering again: circuit closed", destination=dest)
+            return
+        if started < active.answered_since:
             return
         active.circuit.failure()
         if active.circuit.state is CircuitState.OPEN and before is not CircuitState.OPEN:

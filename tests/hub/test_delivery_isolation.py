@@ -336,3 +336,28 @@ async def test_a_destinations_rate_paces_its_pushes(
         assert arrived[-1] - arrived[3] >= 0.7, [round(t - arrived[0], 2) for t in arrived]
     finally:
         await paced.stop()
+
+
+async def test_hung_pushes_timing_out_together_are_not_an_outage(
+        registry: Registry, db_url: str, pii_key: str, site_secret: str, website: WebsiteSimulator,
+        receiver: Receiver) -> None:
+    """Five pushes hang and time out at once, after the others were answered: the
+    destination answered attempts started after them, so its circuit stays closed."""
+    hung: set[str] = set()
+
+    def hang(msg_id: str, arrival: int) -> float:
+        if len(hung) < 5 and arrival == 1 and msg_id not in hung:
+            hung.add(msg_id)
+            return 5
+        return 0
+
+    receiver.hang = hang
+    cfg = make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret, receiver=None,
+                      destinations=[{"id": "hook", "kind": "webhook", "url": receiver.url, "secret": receiver.secret,
+                                     "timeout": "1s", "circuit": {"failures": 3, "cooldown": "30s"}}],
+                      sync=[{"on": "ticket.created", "to": "hook"}])
+    async with running(cfg, registry) as hub, aiohttp.ClientSession() as http:
+        await asyncio.gather(*(_send(http, hub, website, website.request()) for _ in range(20)))
+        await wait_until(lambda: _all_delivered(hub, 20), timeout=20)
+        assert hub.deliverer.destinations["hook"].circuit.state.value == "closed"
+    assert len(hung) == 5 and all(receiver.seen[h] == 2 for h in hung)
