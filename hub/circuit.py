@@ -41,6 +41,14 @@ class CircuitBreaker:
             return 0.0
         return max(0.0, self._opened_at + self._cooldown - time.monotonic())
 
+    def trial_from(self) -> float | None:
+        """While open (or half-open): the monotonic time from which an attempt is a
+        trial; None when closed. An attempt started before it was already in the air
+        when the circuit opened: its failure is no trial's."""
+        if self._state is not CircuitState.OPEN:
+            return None
+        return self._opened_at + self._cooldown
+
     def allows(self) -> bool:
         return self.remaining() == 0
 

@@ -379,6 +379,9 @@ class Deliverer:
             return
         if started < active.answered_since:
             return
+        trial_from = active.circuit.trial_from()
+        if trial_from is not None and started < trial_from:
+            return  # in the air when the circuit opened: no trial, the cooldown stands
         active.circuit.failure()
         if active.circuit.state is CircuitState.OPEN and before is not CircuitState.OPEN:
             log.warning("destination keeps failing: left alone as a whole", destination=dest,
