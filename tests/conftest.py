@@ -246,3 +246,35 @@ async def seed_pushes(db: Database, pushes: list[dict[str, Any]], ticket_id: int
                          "last_status": None, "last_error": None, "next_attempt_at": now, "created_at": now}
                         | push)
         await conn.execute(sa.insert(outbox), rows)
+
+
+async def resend_until_answered(http: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
+                                *, pause: float = 0.2, attempts: int | None = None) -> int:
+    """POST as a platform does: again on 503 or a dropped connection, until answered; the status."""
+    tried = 0
+    while attempts is None or tried < attempts:
+        tried += 1
+        try:
+            async with http.post(url, data=body, headers=headers) as r:
+                if r.status != 503:
+                    return r.status
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(pause)
+    raise AssertionError(f"never answered after {tried} attempts")
+
+
+async def dead_letter(hub: Hub, http: aiohttp.ClientSession, website: WebsiteSimulator, receiver: Receiver,
+                      customer: Any) -> int:
+    """One ticket of ``customer`` whose push the receiver refused for good: the dead letter's outbox id."""
+    receiver.script.append((400, {}, f"bad request: customer {customer.phone} unknown"))
+    body, headers = website.sign(website.request(customer))
+    async with http.post(f"http://127.0.0.1:{hub.port}/webhooks/site", data=body, headers=headers) as r:
+        assert r.status == 200
+
+    async def dead() -> list[Any]:
+        async with hub.db.read() as conn:
+            return list((await conn.execute(sa.select(outbox.c.id).where(outbox.c.state == "dead"))).all())
+
+    await wait_until(dead, timeout=10)
+    return int((await dead())[0].id)

@@ -17,7 +17,6 @@ import shutil
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -30,7 +29,7 @@ from hub import backlog, samples
 from hub.daemon import Hub
 from hub.records import outbox, utcnow
 from hub.registry import Registry
-from tests.conftest import make_config, running, wait_until
+from tests.conftest import dead_letter, make_config, running, wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
@@ -81,18 +80,8 @@ async def dash_hub(registry: Registry, db_url: str, pii_key: str, site_secret: s
 
 
 async def _dead_letter(hub: Hub, website: WebsiteSimulator, receiver: Receiver) -> int:
-    receiver.script.append((400, {}, "bad request: unknown customer"))
-    body, headers = website.sign(website.request(PERSON))
-    async with aiohttp.ClientSession() as http, \
-            http.post(f"http://127.0.0.1:{hub.port}/webhooks/site", data=body, headers=headers) as r:
-        assert r.status == 200
-
-    async def dead() -> list[Any]:
-        async with hub.db.read() as conn:
-            return list((await conn.execute(sa.select(outbox.c.id).where(outbox.c.state == "dead"))).all())
-
-    await wait_until(dead, timeout=10)
-    return (await dead())[0].id
+    async with aiohttp.ClientSession() as http:
+        return await dead_letter(hub, http, website, receiver, PERSON)
 
 
 async def _sampled(hub: Hub) -> None:

@@ -25,6 +25,7 @@ from connectors.webhook.receiver import Receiver
 from connectors.website.simulator import Customer, WebsiteSimulator
 from hub import standard_webhooks
 from hub.storage import Database
+from tests.conftest import resend_until_answered
 from tests.daemons import Daemon, daemon
 from tests.hostile import (
     ADDRESS,
@@ -74,18 +75,6 @@ def _hostile_calls(cc: CallCenterSimulator, rng: random.Random) -> list[dict[str
         cdr[field] = value
         out.append(cdr)
     return out
-
-
-async def _send_until_taken(http: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]) -> int:
-    """As a platform does: resend on 503 or a dropped connection until answered."""
-    while True:
-        try:
-            async with http.post(url, data=body, headers=headers) as r:
-                if r.status != 503:
-                    return r.status
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.2)
 
 
 async def test_hostile_events_in_a_stream_across_a_restart(
@@ -155,10 +144,10 @@ async def test_hostile_events_in_a_stream_across_a_restart(
             async with gate:
                 if kind == "site":
                     signed_body, signed = site.sign(body)
-                    statuses.append(await _send_until_taken(http, f"{hub.url}/webhooks/site", signed_body, signed))
+                    statuses.append(await resend_until_answered(http, f"{hub.url}/webhooks/site", signed_body, signed))
                 else:
                     assert headers is not None
-                    statuses.append(await _send_until_taken(http, cc.url, body, headers))
+                    statuses.append(await resend_until_answered(http, cc.url, body, headers))
 
         half = len(stream) // 2
         await asyncio.gather(*(send(k, b, h) for k, b, h, _ in stream[:half]))

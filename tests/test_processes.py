@@ -28,7 +28,7 @@ from connectors.webhook.receiver import Receiver
 from connectors.website.simulator import WebsiteSimulator
 from hub.records import outbox, raw_events, source_state, tickets, utcnow
 from hub.storage import Database
-from tests.conftest import wait_until
+from tests.conftest import resend_until_answered, wait_until
 from tests.connectors.test_taobao_flow import taobao_source
 from tests.daemons import daemon
 
@@ -81,15 +81,9 @@ async def test_processes_share_a_stream_and_survive_one_killed(
 
             async def post(msg: dict[str, object]) -> None:
                 body, headers = site.sign(msg)
-                for _ in range(100):  # as a platform resends until it hears 200
-                    try:
-                        async with http.post(f"{hub.url}/webhooks/site", data=body, headers=headers) as r:
-                            if r.status == 200:
-                                return
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
-                raise AssertionError("never acknowledged")
+                status = await resend_until_answered(http, f"{hub.url}/webhooks/site", body, headers,
+                                                     pause=0.1, attempts=100)
+                assert status == 200
 
             requests = [site.request() for _ in range(150)]
             updates = [site.request(request_id=m["data"]["request_id"], order_id=m["data"]["order_id"],

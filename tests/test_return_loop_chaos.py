@@ -25,6 +25,7 @@ from connectors.finance.simulator import finance
 from connectors.website.simulator import WebsiteSimulator
 from connectors.wms.simulator import warehouse
 from hub.storage import Database
+from tests.conftest import resend_until_answered
 from tests.daemons import daemon
 
 pytestmark = pytest.mark.slow
@@ -82,15 +83,8 @@ async def test_the_loop_ends_the_same_through_failures_and_two_sigkills(
             await hub.ready(http)
 
             async def send(msg: dict[str, Any]) -> None:
-                while True:  # as a platform resends until it is acknowledged
-                    body, headers = site.sign(msg)
-                    try:
-                        async with http.post(f"{hub.url}/webhooks/site", data=body, headers=headers) as r:
-                            if r.status == 200:
-                                return
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.2)
+                body, headers = site.sign(msg)
+                assert await resend_until_answered(http, f"{hub.url}/webhooks/site", body, headers) == 200
 
             gate = asyncio.Semaphore(16)
 

@@ -13,14 +13,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-import sqlalchemy as sa
 
 from connectors.webhook.receiver import Receiver
 from connectors.website.simulator import Customer, WebsiteSimulator
 from hub.daemon import Hub
-from hub.records import outbox
 from hub.registry import Registry
-from tests.conftest import make_config, running, wait_until
+from tests.conftest import dead_letter, make_config, running, wait_until
 
 TOKENS = {"viewer": "view-token-0123456789", "operator": "ops-token-0123456789", "admin": "lead-token-0123456789"}
 PERSON = Customer("u5521", "欧阳娜娜", "13912345678", "nana@example.com", "杭州市西湖区文三路 99 号 3 幢")
@@ -62,17 +60,7 @@ def _spreadsheet_text(body: bytes) -> str:
 async def _dead_ticket(hub: Hub, http: aiohttp.ClientSession, website: WebsiteSimulator,
                        receiver: Receiver) -> int:
     """One ticket of PERSON whose push the receiver refused for good (a dead letter)."""
-    receiver.script.append((400, {}, "bad request: customer 13912345678 unknown"))
-    body, headers = website.sign(website.request(PERSON))
-    async with http.post(f"http://127.0.0.1:{hub.port}/webhooks/site", data=body, headers=headers) as r:
-        assert r.status == 200
-
-    async def dead() -> list[Any]:
-        async with hub.db.read() as conn:
-            return list((await conn.execute(sa.select(outbox.c.id).where(outbox.c.state == "dead"))).all())
-
-    await wait_until(dead, timeout=10)
-    return (await dead())[0].id
+    return await dead_letter(hub, http, website, receiver, PERSON)
 
 
 async def test_no_token_or_an_unknown_one_is_401_and_roles_are_enforced(
