@@ -1,7 +1,8 @@
 """The return loop across the downstream systems, against their simulators:
 a return request → ERP upsert → WMS return notice → the WMS reports the goods
 received → finance refund record → finance reports it paid → resolved, the
-ERP told each step; every system saw each push once, in order. And what a
+ERP told each step and the customer sent an SMS and an e-mail at "send it
+back" and at "refunded"; every system saw each push once, in order. And what a
 report must not slip past: partial or damaged goods, a different amount, a
 forged or unknown callback, a second copy."""
 
@@ -16,6 +17,8 @@ import sqlalchemy as sa
 
 from connectors.erp.simulator import ErpSimulator
 from connectors.finance.simulator import finance
+from connectors.notify.sms_simulator import SmsSimulator
+from connectors.notify.smtp_simulator import SmtpSimulator
 from connectors.reporting import ReportingReceiver
 from connectors.website.simulator import WebsiteSimulator
 from connectors.wms.simulator import warehouse
@@ -27,7 +30,18 @@ from tests.conftest import make_config, running, wait_until
 
 SYNC = [{"on": ["ticket.created", "ticket.status_changed", "ticket.updated"], "to": "erp"},
         {"on": "ticket.status_changed", "status": "awaiting_return", "to": "wms"},
-        {"on": "ticket.status_changed", "status": "return_received", "to": "finance"}]
+        {"on": "ticket.status_changed", "status": "return_received", "to": "finance"},
+        {"on": "ticket.status_changed", "status": ["awaiting_return", "resolved"], "to": ["sms", "mail"]}]
+
+
+@pytest.fixture
+async def notices() -> AsyncIterator[tuple[SmsSimulator, SmtpSimulator]]:
+    sms, smtp = SmsSimulator(), SmtpSimulator()
+    await sms.start()
+    smtp.start()
+    yield sms, smtp
+    await sms.stop()
+    smtp.stop()
 
 
 @pytest.fixture
@@ -42,13 +56,21 @@ async def systems() -> AsyncIterator[tuple[ErpSimulator, ReportingReceiver, Repo
 
 @pytest.fixture
 async def loop_hub(registry: Registry, db_url: str, pii_key: str, site_secret: str,
-                   systems: tuple[ErpSimulator, ReportingReceiver, ReportingReceiver]) -> AsyncIterator[Hub]:
+                   systems: tuple[ErpSimulator, ReportingReceiver, ReportingReceiver],
+                   notices: tuple[SmsSimulator, SmtpSimulator]) -> AsyncIterator[Hub]:
     erp, wms, fin = systems
+    sms, smtp = notices
     cfg = make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret, receiver=None,
                       destinations=[{"id": "erp", "kind": "erp", "url": erp.url, "app_key": erp.app_key,
                                      "app_secret": erp.app_secret, "access_token": erp.access_token,
                                      "shop_id": 10001},
-                                    wms.config(), fin.config()],
+                                    wms.config(), fin.config(),
+                                    {"id": "sms", "kind": "notify", "via": "sms", "url": sms.url, "pii": True,
+                                     "access_key_id": sms.access_key_id,
+                                     "access_key_secret": sms.access_key_secret, "sign_name": "好店"},
+                                    {"id": "mail", "kind": "notify", "via": "email", "pii": True,
+                                     "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "starttls": False,
+                                     "sender": "aftersales@shop.example"}],
                       sync=SYNC)
     async with running(cfg, registry) as hub:
         for s in (wms, fin):
@@ -83,8 +105,10 @@ async def _settled(hub: Hub) -> bool:
 
 async def test_a_return_goes_round_the_loop_once_and_in_order(
         loop_hub: Hub, website: WebsiteSimulator,
-        systems: tuple[ErpSimulator, ReportingReceiver, ReportingReceiver]) -> None:
+        systems: tuple[ErpSimulator, ReportingReceiver, ReportingReceiver],
+        notices: tuple[SmsSimulator, SmtpSimulator]) -> None:
     erp, wms, fin = systems
+    sms, smtp = notices
     await _request(loop_hub, website, "R1")
 
     async def resolved() -> bool:
@@ -98,6 +122,10 @@ async def test_a_return_goes_round_the_loop_once_and_in_order(
     assert [p["data"]["status"] for p in fin.acted] == ["return_received"]
     assert set(wms.seen.values()) == set(fin.seen.values()) == {1}
     assert len(wms.reports) == len(fin.reports) == 1
+    # The customer heard twice each way: please send it back; refunded.
+    assert [m["template"] for m in sms.sent] == ["SMS_480100001", "SMS_480100003"]
+    assert ["请寄回商品" in m["Subject"] for m in smtp.received] == [True, False]
+    assert "退款已完成" in smtp.received[1]["Subject"] and set(smtp.copies.values()) == {1}
     t = await _ticket(loop_hub, "R1")
     assert t.flags in (None, [])
     async with loop_hub.db.read() as conn:
