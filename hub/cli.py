@@ -430,14 +430,11 @@ def mapping_test(
 
 def _when(text: str | None, name: str) -> Any:
     """An option's ISO 8601 time (with a zone), or exit 2 saying what is wanted."""
-    from datetime import datetime
+    from hub.views import parse_iso
 
     if text is None:
         return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        value = None
+    value = parse_iso(text)
     if value is None or value.tzinfo is None:
         console.print(f"[red]--{name}: an ISO 8601 time with a zone, e.g. 2026-11-11T00:00:00+08:00[/]")
         raise typer.Exit(2)

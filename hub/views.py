@@ -17,6 +17,15 @@ def iso(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
 
 
+def parse_iso(text: str) -> datetime | None:
+    """An operator's ISO 8601 time (``…Z`` or ``…+08:00``), or None when it is not one;
+    the caller says whether a time without a zone will do."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def ticket_view(row: Any) -> dict[str, Any]:
     return {
         "id": row.id, "channel": row.channel, "source_id": row.source_id,

@@ -30,7 +30,7 @@ from hub import backlog, dead_letters, export, polling, replay, reports, samples
 from hub.admin import queries
 from hub.admin.auth import Forbidden, Principal, Tokens, Unauthorized
 from hub.records import audit_log, utcnow
-from hub.views import iso
+from hub.views import iso, parse_iso
 
 if TYPE_CHECKING:
     from hub.daemon import Hub
@@ -84,10 +84,9 @@ def _arg(request: web.Request, p: Param) -> Any:
             raise BadRequest(f"{p.name} is out of range")
         return value
     if p.kind == "date-time":
-        try:
-            when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
-            raise BadRequest(f"{p.name} must be an ISO 8601 time, got {raw[:40]!r}") from None
+        when = parse_iso(raw)
+        if when is None:
+            raise BadRequest(f"{p.name} must be an ISO 8601 time, got {raw[:40]!r}")
         if when.tzinfo is None:
             raise BadRequest(f"{p.name} needs a time zone (…Z or …+08:00)")
         return when
@@ -337,10 +336,9 @@ def _replay_scope(body: Any) -> tuple[replay.Scope, bool]:
         if raw is None:
             times[name] = None
             continue
-        try:
-            when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-        except ValueError:
-            raise BadRequest(f"{name} must be an ISO 8601 time") from None
+        when = parse_iso(str(raw))
+        if when is None:
+            raise BadRequest(f"{name} must be an ISO 8601 time")
         if when.tzinfo is None:
             raise BadRequest(f"{name} needs a time zone")
         times[name] = when
@@ -398,10 +396,7 @@ async def _backfill(hub: Hub, request: web.Request, who: Principal | None) -> An
     except orjson.JSONDecodeError:
         raise BadRequest("the body must be JSON: {\"since\": \"2026-11-11T00:00:00+08:00\"}") from None
     raw = body.get("since") if isinstance(body, dict) else None
-    try:
-        since = datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if isinstance(raw, str) else None
-    except ValueError:
-        since = None
+    since = parse_iso(raw) if isinstance(raw, str) else None
     if since is None or since.tzinfo is None:
         raise BadRequest("since: an ISO 8601 time with a zone, e.g. 2026-11-11T00:00:00+08:00")
     if since >= utcnow():
