@@ -68,12 +68,13 @@ from hub.sync import Change
 from hub.views import iso
 
 # Ticket fields an event may update besides status.
-UPDATABLE = ("type", "reason_code", "reason_text", "description", "priority", "refund_amount", "items")
+UPDATABLE = ("type", "reason_code", "reason_text", "description", "priority", "refund_amount", "items",
+             "return_carrier", "return_waybill")
 # Columns the pipeline writes back to rows it changed (what it may change, and no more).
 TICKET_WRITES = (*UPDATABLE, "status", "order_id", "customer_id", "source_updated_at", "flags", "updated_at")
 CUSTOMER_WRITES = ("display_name", "phone_enc", "phone_index", "address_enc", "email", "merged_into_id",
                    "updated_at")
-ORDER_WRITES = ("status", "paid_amount", "items", "customer_id", "placed_at", "is_stub", "updated_at")
+ORDER_WRITES = ("status", "paid_amount", "pay_reference", "items", "customer_id", "placed_at", "is_stub", "updated_at")
 
 
 _MISSING = object()

@@ -32,10 +32,11 @@ TICKET_FIELDS: dict[str, Any] = {
     "external_id": "id", "type": TYPES, "status": STATUSES, "reason_code": "text",
     "reason_text": "text", "description": "text", "priority": PRIORITIES, "refund_amount": "amount",
     "items": "items", "source_updated_at": "time", "created_at": "time", "queue": "text",
+    "return_carrier": "text", "return_waybill": "id",
 }
 ORDER_FIELDS: dict[str, Any] = {
     "external_id": "id", "status": "text", "paid_amount": "amount", "items": "items",
-    "placed_at": "time",
+    "placed_at": "time", "pay_reference": "id",
     # any_channel: the number names an order of any channel (a caller keying
     # in a Taobao order number), not one of this source's own.
     "match": ("own_channel", "any_channel"),

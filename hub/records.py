@@ -105,6 +105,7 @@ class Order(SQLModel, table=True):
     external_id: str
     status: str | None = None
     paid_amount: int | None = None  # fen
+    pay_reference: str | None = None  # the payment's transaction number (what a refund goes back against)
     items: Any = _json()
     customer_id: int | None = Field(default=None, foreign_key="customers.id", index=True)
     placed_at: datetime | None = _ts()
@@ -135,6 +136,9 @@ class Ticket(SQLModel, table=True):
     assignee: str | None = None
     # What a downstream report showed that differs from what was expected (hub.callbacks.FLAGS).
     flags: Any = _json()
+    # The buyer's parcel back to the merchant, once shipped (carrier name, waybill number).
+    return_carrier: str | None = None
+    return_waybill: str | None = None
     sla_due_at: datetime | None = _ts()
     source_updated_at: datetime | None = _ts()
     # Indexed: reports and exports over a period read the tickets created in it.

@@ -35,6 +35,7 @@ def ticket_view(row: Any) -> dict[str, Any]:
         "refund_amount": row.refund_amount, "items": row.items, "order_id": row.order_id,
         "customer_id": row.customer_id, "queue": row.queue, "assignee": row.assignee,
         "flags": row.flags or [],
+        "return_carrier": row.return_carrier, "return_waybill": row.return_waybill,
         "sla_due_at": iso(row.sla_due_at), "source_updated_at": iso(row.source_updated_at),
         "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
     }
@@ -45,7 +46,8 @@ def order_view(row: Any | None) -> dict[str, Any] | None:
         return None
     return {
         "id": row.id, "channel": row.channel, "external_id": row.external_id,
-        "status": row.status, "paid_amount": row.paid_amount, "items": row.items,
+        "status": row.status, "paid_amount": row.paid_amount, "pay_reference": row.pay_reference,
+        "items": row.items,
         "customer_id": row.customer_id, "placed_at": iso(row.placed_at), "is_stub": row.is_stub,
     }
 

@@ -170,6 +170,11 @@ class TaobaoSimulator(SimServer):
     def move(self, refund: dict[str, Any], status: str) -> None:
         came_from = refund["status"]
         refund["status"] = status
+        if status == "WAIT_SELLER_CONFIRM_GOODS" and "sid" not in refund:
+            # The buyer shipped the goods back: Taobao now knows the parcel.
+            refund["company_name"] = self.rng.choice(["中通快递", "圆通速递", "顺丰速运", "韵达快递"])
+            refund["sid"] = f"{self.rng.choice(['ZT', 'YT', 'SF', 'YD'])}{self.rng.randint(10**11, 10**12 - 1)}"
+            refund["good_status"] = "BUYER_RETURNED_GOODS"
         refund["modified"] = self._now_text()
         refund["refund_version"] = int(_local(refund["modified"]).timestamp() * 1000)
         if status == "SUCCESS":

@@ -211,7 +211,8 @@ def _ticket(**over: Any) -> SimpleNamespace:
     values = dict(id=7, channel="website", source_id="site", external_id="AS7", type="refund_only",
                   status="refund_pending", reason_code="quality", reason_text=None, description=None,
                   priority="normal", refund_amount=1999, items=None, order_id=None, customer_id=3, queue=None,
-                  assignee=None, flags=None, sla_due_at=None, source_updated_at=now, created_at=now, updated_at=now)
+                  assignee=None, flags=None, return_carrier=None, return_waybill=None, sla_due_at=None,
+                  source_updated_at=now, created_at=now, updated_at=now)
     return SimpleNamespace(**(values | over))
 
 
