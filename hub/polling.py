@@ -56,9 +56,41 @@ log = structlog.get_logger("hub.polling")
 LEASE_SECONDS = 120.0
 
 
+_OWNERS_HERE: set[str] = set()  # owners made by this process (several hubs may share one, in tests)
+
+
 def process_owner() -> str:
     """Who holds a lease: readable by an operator, unique per process start."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    _OWNERS_HERE.add(owner)
+    return owner
+
+
+def owner_gone(owner: str | None) -> bool:
+    """True when ``owner`` was a process on this host that no longer runs.
+
+    A hub restarted after a crash (systemd's Restart=, a SIGKILL, an OOM)
+    then takes its sources back at once instead of waiting out the dead
+    process's lease. Only this host's processes can be judged; a lease held
+    elsewhere waits for its expiry. A pid that has since been reused looks
+    alive, which errs on the side of waiting. (Hosts must not share a
+    hostname; containers get their own.)
+    """
+    host, _, rest = (owner or "").partition(":")
+    pid_text, _, tag = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        # This very pid: another hub of this process, or its past self before a re-exec.
+        return owner not in _OWNERS_HERE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class LeaseLost(Exception):
@@ -362,10 +394,16 @@ class PollRunner:
         async with self.db.write() as conn:
             await self._ensure_state_row(conn, now)
             until = now + timedelta(seconds=self.lease_seconds)
+            free = [source_state.c.lease_owner.is_(None), source_state.c.lease_owner == self.owner,
+                    source_state.c.lease_until.is_(None), source_state.c.lease_until < now]
+            holder = (await conn.execute(sa.select(source_state.c.lease_owner).where(
+                source_state.c.source_id == self.source_id))).scalar()
+            if holder != self.owner and owner_gone(holder):
+                free.append(source_state.c.lease_owner == holder)
+                log.warning("poll: taking over the lease of a process that is gone", source=self.source_id,
+                            owner=holder)
             res = await conn.execute(sa.update(source_state).where(
-                source_state.c.source_id == self.source_id,
-                sa.or_(source_state.c.lease_owner.is_(None), source_state.c.lease_owner == self.owner,
-                       source_state.c.lease_until.is_(None), source_state.c.lease_until < now),
+                source_state.c.source_id == self.source_id, sa.or_(*free),
             ).values(lease_owner=self.owner, lease_until=until, updated_at=now))
             got = res.rowcount == 1
         self._lease_until = until if got else None

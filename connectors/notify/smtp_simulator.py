@@ -1,11 +1,13 @@
 """A real local SMTP server (aiosmtpd) that keeps what it receives: each
 message once by its ``Message-ID`` (the push's idempotency key), parsed, and
-can refuse recipients (``refuse``: addresses answered 550) or defer
-everything for a while (``defer``: answered 451).
+can refuse recipients (``refuse``: addresses answered 550), defer
+everything for a while (``defer``: answered 451) or defer at random
+(``fail_rate``).
 """
 
 from __future__ import annotations
 
+import random
 import socket
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -26,6 +28,9 @@ def _free_port() -> int:
 class SmtpSimulator:
     refuse: set[str] = field(default_factory=set)
     defer: int = 0                                              # answer the next this many with 451
+    fail_rate: float = 0.0                                      # answer this share with 451
+    rng: random.Random = field(default_factory=lambda: random.Random(5))
+    deferred: int = 0                                           # 451s answered
     received: list[EmailMessage] = field(default_factory=list)  # each message once, in order
     copies: dict[str, int] = field(default_factory=dict)        # Message-ID → times it arrived
     port: int = 0
@@ -39,8 +44,9 @@ class SmtpSimulator:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
-        if self.defer > 0:
-            self.defer -= 1
+        if self.defer > 0 or (self.fail_rate and self.rng.random() < self.fail_rate):
+            self.defer = max(0, self.defer - 1)
+            self.deferred += 1
             return "451 4.3.0 try again later"
         raw = envelope.original_content or envelope.content
         m = message_from_bytes(raw if isinstance(raw, bytes) else raw.encode(), policy=policy.default)

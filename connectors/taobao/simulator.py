@@ -69,6 +69,11 @@ class TaobaoSimulator(SimServer):
     terminal: ClassVar[tuple[Any, ...]] = TERMINAL
     session_valid: bool = True
     app_key_valid: bool = True
+    # A bad day: this share of calls answered isp.remote-service-error before
+    # anything is done (drawn from its own generator: the shop's data stays the seed's).
+    fail_rate: float = 0.0
+    fail_seed: int = 1
+    fail_methods: frozenset[str] | None = None  # only these methods fail (None: any)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -82,6 +87,8 @@ class TaobaoSimulator(SimServer):
         self.listed: Counter[int] = Counter()  # refund id → times a list page returned it
         self.list_log: list[tuple[str, str, int]] = []  # (start_modified, end_modified, page_no)
         self.refusals: Counter[int] = Counter()
+        self.failed: Counter[str] = Counter()  # method → calls answered with an injected failure
+        self._fail_rng = random.Random(self.fail_seed)
 
     # ------------------------------------------------------------ the store
 
@@ -108,12 +115,15 @@ class TaobaoSimulator(SimServer):
         self.trades[tid] = trade
         return trade
 
-    def _new_refund(self, at: str, status: str = "WAIT_SELLER_AGREE") -> dict[str, Any]:
+    def _new_refund(self, at: str, status: str = "WAIT_SELLER_AGREE",
+                    has_good_return: bool | None = None) -> dict[str, Any]:
         r = self.rng
         trade = self._new_trade(at)
         order = trade["orders"]["order"][0]
         self._next_id += r.randint(1, 9999)
         has_return = r.random() < 0.6
+        if has_good_return is not None:
+            has_return = has_good_return
         refund = {
             "refund_id": self._next_id, "tid": trade["tid"], "oid": order["oid"],
             "alipay_no": f"2026{r.randint(10**20, 10**21 - 1)}", "title": order["title"],
@@ -145,8 +155,9 @@ class TaobaoSimulator(SimServer):
                     break
                 refund["status"] = nxt
 
-    def create_refund(self) -> dict[str, Any]:
-        refund = self._new_refund(self._now_text())
+    def create_refund(self, has_good_return: bool | None = None) -> dict[str, Any]:
+        """A buyer asks for a refund now (with the goods back, or not, or as the dice say)."""
+        refund = self._new_refund(self._now_text(), has_good_return=has_good_return)
         self._message("taobao_refund_RefundCreated", refund)
         return refund
 
@@ -203,6 +214,10 @@ class TaobaoSimulator(SimServer):
         self.calls[method] += 1
         try:
             self._check(params)
+            if (self.fail_rate and (self.fail_methods is None or method in self.fail_methods)
+                    and self._fail_rng.random() < self.fail_rate):
+                self.failed[method] += 1
+                raise TopError(15, "Remote service error", "isp.remote-service-error", "服务暂时不可用，请稍后重试")
             result = self._dispatch(method, params)
             body: dict[str, Any] = {response_key(method): result | {"request_id": self._request_id()}}
         except TopError as err:
