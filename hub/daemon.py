@@ -107,6 +107,23 @@ def build_runtimes(cfg: HubConfig, registry: Registry) -> tuple[dict[str, Source
     return sources, dests
 
 
+# Collections after this many container allocations (less frees) rather than
+# Python's 700: every event and push allocates hundreds of objects that live
+# for a few milliseconds, and at 700 the young generation was collected
+# thousands of times a second, 5-10 % of a hub process's CPU (measured with
+# gc.callbacks under bench/e2e.py). A collection still runs every few
+# thousand requests; the older generations' ratios are Python's own.
+GC_THRESHOLD = (50_000, 10, 10)
+
+
+def settle_heap() -> None:
+    """Move everything built at start-up out of the collector's way (a long-lived
+    server otherwise re-scans it on every full collection) and collect less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 class Hub:
     """One hub process: all of it, or some of its roles (see :mod:`hub.processes`)."""
 
@@ -266,11 +283,7 @@ class Hub:
                                          keepalive_timeout=srv.header_timeout)
             await self._runner.setup()
             assert self._runner.server is not None  # set up: it makes the connections' handlers
-            # Move everything built at start-up out of the collector's way: a long-lived
-            # server otherwise re-scans it on every full collection (measurable per
-            # request). Done before listening: the full collection holds the loop.
-            gc.collect()
-            gc.freeze()
+            settle_heap()  # before listening: the full collection holds the loop
             # Started by `hub run`: every intake process serves the one socket it bound.
             self._listener = await listen(self._runner.server, srv.host, srv.port, self.connections,
                                           inherited=self.listen_fd)
@@ -278,6 +291,8 @@ class Hub:
             if self.listen_fd is not None and self.port != srv.port and srv.port != 0:
                 log.warning("server.listen changed: it takes effect when the hub is restarted",
                             listening=self.port, configured=srv.port)
+        if self._listener is None:
+            settle_heap()
         log.info("hub started", roles=describe(roles), listen=f"{self.config.server.host}:{self.port}",
                  sources=sorted(self.pipeline.sources), polling=sorted(self.pollers), destinations=sorted(self.deliverer.destinations),
                  storage=self.db.dialect)
