@@ -13,9 +13,35 @@ from collections.abc import Awaitable
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, model_validator
 
+from hub.config import QuotaConfig
 from hub.errors import Permanent, Retryable, SourceError, SourceRejected, SourceThrottled
 from hub.interfaces import Push, Receipt
+
+CALLS_PER_PUSH = 2  # a write-back re-reads the platform's record, then makes at most one call
+
+
+class QuotaPaced(BaseModel):
+    """A write-back's platform quota, and pushes paced to it.
+
+    Without a ``rate`` of its own, the destination is paced at the quota's
+    rate over :data:`CALLS_PER_PUSH`: delivery then waits for a push's turn
+    *before* its attempt starts. Otherwise a backlog (a Double-11 morning)
+    would queue on the API client's bucket inside each attempt's timeout and
+    read as the platform not answering — retries, and the circuit opening on
+    a platform that is fine.
+    """
+
+    quota: QuotaConfig = QuotaConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pace_by_quota(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("rate") is None:
+            quota = QuotaConfig.model_validate(data.get("quota") or {})
+            data = {**data, "rate": quota.rate / CALLS_PER_PUSH}
+        return data
 
 
 def read_decision(push: Push, source: str | None, actions: set[str]) -> tuple[dict[str, Any], Receipt | None]:

@@ -18,15 +18,15 @@ import aiohttp
 from pydantic import ConfigDict, Field
 
 from connectors.jd.client import JosAccess
-from connectors.writeback import as_delivery, read_decision
-from hub.config import DestinationConfig, QuotaConfig
+from connectors.writeback import QuotaPaced, as_delivery, read_decision
+from hub.config import DestinationConfig
 from hub.errors import Permanent, SourceRejected
 from hub.interfaces import Push, Receipt
 from hub.mapping import compile_template_path
 from hub.quota import TokenBucket
 
 
-class JdWritebackConfig(DestinationConfig, JosAccess):
+class JdWritebackConfig(QuotaPaced, DestinationConfig, JosAccess):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     operate_nick: str | None = None
@@ -36,7 +36,6 @@ class JdWritebackConfig(DestinationConfig, JosAccess):
     reviewable_statuses: list[int] = Field(default_factory=lambda: [10001, 10002])
     refused_statuses: list[int] = Field(default_factory=lambda: [10003])
     view_item: str = "result.data"
-    quota: QuotaConfig = QuotaConfig()
 
 
 class JdWriteback:

@@ -26,8 +26,8 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.taobao.client import TopAccess
-from connectors.writeback import as_delivery, read_decision
-from hub.config import DestinationConfig, QuotaConfig
+from connectors.writeback import QuotaPaced, as_delivery, read_decision
+from hub.config import DestinationConfig
 from hub.errors import Permanent, Retryable
 from hub.interfaces import Push, Receipt
 from hub.quota import TokenBucket
@@ -52,7 +52,7 @@ class ReturnAddress(BaseModel):
     seller_address_id: int
 
 
-class TaobaoWritebackConfig(DestinationConfig, TopAccess):
+class TaobaoWritebackConfig(QuotaPaced, DestinationConfig, TopAccess):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str | None = None          # act only on tickets of this Taobao source
@@ -60,7 +60,6 @@ class TaobaoWritebackConfig(DestinationConfig, TopAccess):
     refuse_message: str = Field(default="经核实，该退款申请不符合退款条件，如有疑问请联系客服。",
                                 min_length=2, max_length=200)
     return_address: ReturnAddress | None = None
-    quota: QuotaConfig = QuotaConfig()
 
 
 def _fen(yuan: Any) -> int:

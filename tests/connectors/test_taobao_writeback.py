@@ -7,15 +7,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from connectors.taobao.simulator import TaobaoSimulator
 from connectors.taobao.writeback import TaobaoWriteback, TaobaoWritebackConfig
 from hub.daemon import Hub
 from hub.errors import Permanent, Retryable
 from hub.interfaces import Push
-from hub.records import outbox
+from hub.records import outbox, tickets
 from hub.registry import Registry
-from tests.conftest import count, deliver_once, make_config, render_push, wait_until
+from tests.conftest import count, deliver_once, make_config, render_push, running, wait_until
 from tests.connectors.test_taobao_flow import taobao_source
 
 ADDRESS = {"name": "售后仓", "address": "杭州市余杭区仓前街道1号", "post": "311100",
@@ -108,3 +109,48 @@ async def test_taobao_own_move_is_not_echoed_back(
 
 async def _delivered(hub: Any) -> bool:
     return await count(hub, outbox, outbox.c.state == "delivered") == 1
+
+
+@pytest.mark.parametrize("paced", [True, False])
+async def test_a_backlog_waits_for_the_quota_before_its_attempts_not_inside_them(
+        registry: Registry, db_url: str, pii_key: str, site_secret: str, sim: TaobaoSimulator,
+        paced: bool) -> None:
+    # 40 pushes at once against a TOP quota of 20 calls/s with a burst of 5 and a 1 s timeout.
+    # Paced by the quota (the default), each attempt starts when its calls are there; with
+    # the pushes let loose (a rate far above the quota), the later ones wait for the
+    # client's bucket inside their timeout and fail as if Taobao had not answered.
+    tbw = {"id": "tbw", "kind": "taobao", "api_url": sim.url, "app_key": sim.app_key,
+           "app_secret": sim.app_secret, "session": sim.session, "source": "tb", "timeout": "1s",
+           "quota": {"calls_per_second": 20, "burst": 5}} | ({} if paced else {"rate": 1000})
+    cfg = make_config(registry, db_url=db_url, pii_key=pii_key, site_secret=site_secret, receiver=None,
+                      sources=[taobao_source(sim)], destinations=[tbw],
+                      sync=[{"on": "ticket.status_changed", "status": "rejected", "to": "tbw"}])
+    async with running(cfg, registry) as hub:
+        refunds = [sim.create_refund() for _ in range(40)]
+        await wait_until(lambda: _tickets(hub, 40), timeout=15, interval=0.1)
+        for r in refunds:
+            sim.move(r, "SELLER_REFUSE_BUYER")
+        await wait_until(lambda: _pushes(hub, 40), timeout=15, interval=0.1)
+        if paced:
+            await wait_until(lambda: _settled(hub), timeout=30, interval=0.1)
+            async with hub.db.read() as conn:
+                attempts = list((await conn.execute(sa.select(outbox.c.attempts))).scalars())
+            assert attempts == [1] * 40  # no attempt timed out waiting for the quota
+        else:  # what pacing prevents
+            await wait_until(lambda: _timed_out(hub), timeout=15, interval=0.1)
+
+
+async def _tickets(hub: Any, n: int) -> bool:
+    return await count(hub, tickets) == n
+
+
+async def _pushes(hub: Any, n: int) -> bool:
+    return await count(hub, outbox) == n
+
+
+async def _timed_out(hub: Any) -> bool:
+    return await count(hub, outbox, outbox.c.last_error.like("no answer within%")) > 0
+
+
+async def _settled(hub: Any) -> bool:
+    return await count(hub, outbox, outbox.c.state != "delivered") == 0
