@@ -23,7 +23,7 @@ from connectors.website.simulator import WebsiteSimulator
 from hub import standard_webhooks
 from hub.config import HubConfig, parse_config
 from hub.daemon import Hub
-from hub.records import outbox, tickets, utcnow
+from hub.records import outbox, raw_events, tickets, utcnow
 from hub.registry import Registry
 from hub.storage import Database
 from hub.yamlfile import YamlDoc
@@ -181,6 +181,12 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
 async def count(hub: Hub, table: sa.Table, *where: Any) -> int:
     async with hub.db.read() as conn:
         return int((await conn.execute(sa.select(sa.func.count()).select_from(table).where(*where))).scalar_one())
+
+
+async def settled(hub: Hub) -> bool:
+    """Nothing left to do: every push delivered and every stored event processed."""
+    return (await count(hub, outbox, outbox.c.state != "delivered") == 0
+            and await count(hub, raw_events, raw_events.c.state == "pending") == 0)
 
 
 def render_push(mapping: str, ctx: dict[str, Any], destination: str) -> Any:

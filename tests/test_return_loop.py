@@ -24,9 +24,9 @@ from connectors.website.simulator import WebsiteSimulator
 from connectors.wms.simulator import warehouse
 from hub import standard_webhooks
 from hub.daemon import Hub
-from hub.records import outbox, raw_events, ticket_events, tickets
+from hub.records import raw_events, ticket_events, tickets
 from hub.registry import Registry
-from tests.conftest import make_config, running, wait_until
+from tests.conftest import make_config, running, settled, wait_until
 
 SYNC = [{"on": ["ticket.created", "ticket.status_changed", "ticket.updated"], "to": "erp"},
         {"on": "ticket.status_changed", "status": "awaiting_return", "to": "wms"},
@@ -94,15 +94,6 @@ async def _ticket(hub: Hub, external_id: str) -> Any:
         return (await conn.execute(sa.select(tickets).where(tickets.c.external_id == external_id))).first()
 
 
-async def _settled(hub: Hub) -> bool:
-    async with hub.db.read() as conn:
-        waiting = (await conn.execute(sa.select(sa.func.count()).select_from(outbox)
-                                      .where(outbox.c.state != "delivered"))).scalar_one()
-        pending = (await conn.execute(sa.select(sa.func.count()).select_from(raw_events)
-                                      .where(raw_events.c.state == "pending"))).scalar_one()
-    return waiting == 0 and pending == 0
-
-
 async def test_a_return_goes_round_the_loop_once_and_in_order(
         loop_hub: Hub, website: WebsiteSimulator,
         systems: tuple[ErpSimulator, ReportingReceiver, ReportingReceiver],
@@ -113,7 +104,7 @@ async def test_a_return_goes_round_the_loop_once_and_in_order(
 
     async def resolved() -> bool:
         t = await _ticket(loop_hub, "R1")
-        return t is not None and t.status == "resolved" and await _settled(loop_hub)
+        return t is not None and t.status == "resolved" and await settled(loop_hub)
 
     await wait_until(resolved, timeout=30, interval=0.1)
     assert erp.history("R1") == ["WAIT_SELLER_AGREE", "WAIT_BUYER_RETURN_GOODS", "WAIT_SELLER_CONFIRM_GOODS",
@@ -146,7 +137,7 @@ async def test_partial_damaged_and_short_paid_are_flagged_never_silently_accepte
     async def done() -> bool:
         found = [await _ticket(loop_hub, rid) for rid in ("P2", "D3", "M4")]
         return all(t is not None and t.status == "resolved" for t in found) \
-            and len(fin.reports) == 3 and await _settled(loop_hub)
+            and len(fin.reports) == 3 and await settled(loop_hub)
 
     await wait_until(done, timeout=30, interval=0.1)
     # Flagged, not refused: the refund goes on and the team sees the flag on the ticket.

@@ -23,9 +23,9 @@ from connectors.taobao.simulator import TaobaoSimulator
 from connectors.website.simulator import Customer, WebsiteSimulator
 from connectors.wms.simulator import warehouse
 from hub.daemon import Hub
-from hub.records import outbox, raw_events, tickets
+from hub.records import outbox, tickets
 from hub.registry import Registry
-from tests.conftest import make_config, running, wait_until
+from tests.conftest import make_config, running, settled, wait_until
 from tests.connectors.test_taobao_flow import taobao_source
 from tests.connectors.test_taobao_writeback import ADDRESS
 
@@ -94,15 +94,6 @@ async def _status(hub: Hub, external_id: str) -> str | None:
     return None if t is None else t.status
 
 
-async def _settled(hub: Hub) -> bool:
-    async with hub.db.read() as conn:
-        waiting = (await conn.execute(sa.select(sa.func.count()).select_from(outbox)
-                                      .where(outbox.c.state != "delivered"))).scalar_one()
-        pending = (await conn.execute(sa.select(sa.func.count()).select_from(raw_events)
-                                      .where(raw_events.c.state == "pending"))).scalar_one()
-    return waiting == 0 and pending == 0
-
-
 async def _pushes(hub: Hub, ticket_id: int, destination: str) -> list[str]:
     async with hub.db.read() as conn:
         return list((await conn.execute(
@@ -137,7 +128,7 @@ async def test_a_taobao_return_goes_round_the_whole_loop_once_and_in_order(
 
     async def resolved() -> bool:
         return await _status(loop_hub, rid) == "resolved" and refund["status"] == "SUCCESS" \
-            and await _settled(loop_hub)
+            and await settled(loop_hub)
 
     await wait_until(resolved, timeout=40, interval=0.1)
 
