@@ -77,7 +77,7 @@ def owner_gone(owner: str | None) -> bool:
     hostname; containers get their own.)
     """
     host, _, rest = (owner or "").partition(":")
-    pid_text, _, tag = rest.partition(":")
+    pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
@@ -88,8 +88,8 @@ def owner_gone(owner: str | None) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
-        return False
+    except OSError:
+        pass  # it runs, as another user (PermissionError)
     return False
 
 
@@ -394,18 +394,21 @@ class PollRunner:
         async with self.db.write() as conn:
             await self._ensure_state_row(conn, now)
             until = now + timedelta(seconds=self.lease_seconds)
-            free = [source_state.c.lease_owner.is_(None), source_state.c.lease_owner == self.owner,
-                    source_state.c.lease_until.is_(None), source_state.c.lease_until < now]
-            holder = (await conn.execute(sa.select(source_state.c.lease_owner).where(
-                source_state.c.source_id == self.source_id))).scalar()
-            if holder != self.owner and owner_gone(holder):
-                free.append(source_state.c.lease_owner == holder)
-                log.warning("poll: taking over the lease of a process that is gone", source=self.source_id,
-                            owner=holder)
-            res = await conn.execute(sa.update(source_state).where(
-                source_state.c.source_id == self.source_id, sa.or_(*free),
-            ).values(lease_owner=self.owner, lease_until=until, updated_at=now))
+            take = sa.update(source_state).values(lease_owner=self.owner, lease_until=until, updated_at=now)
+            res = await conn.execute(take.where(
+                source_state.c.source_id == self.source_id,
+                sa.or_(source_state.c.lease_owner.is_(None), source_state.c.lease_owner == self.owner,
+                       source_state.c.lease_until.is_(None), source_state.c.lease_until < now)))
             got = res.rowcount == 1
+            if not got:  # held, and not expired: by a process that may be gone
+                holder = (await conn.execute(sa.select(source_state.c.lease_owner).where(
+                    source_state.c.source_id == self.source_id))).scalar()
+                if owner_gone(holder):
+                    res = await conn.execute(take.where(source_state.c.source_id == self.source_id,
+                                                        source_state.c.lease_owner == holder))
+                    got = res.rowcount == 1
+                    log.warning("poll: took over the lease of a process that is gone", source=self.source_id,
+                                owner=holder)
         self._lease_until = until if got else None
         return got
 

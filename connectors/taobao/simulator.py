@@ -121,9 +121,8 @@ class TaobaoSimulator(SimServer):
         trade = self._new_trade(at)
         order = trade["orders"]["order"][0]
         self._next_id += r.randint(1, 9999)
-        has_return = r.random() < 0.6
-        if has_good_return is not None:
-            has_return = has_good_return
+        drawn = r.random() < 0.6  # drawn either way: the rest of the shop stays the seed's
+        has_return = drawn if has_good_return is None else has_good_return
         refund = {
             "refund_id": self._next_id, "tid": trade["tid"], "oid": order["oid"],
             "alipay_no": f"2026{r.randint(10**20, 10**21 - 1)}", "title": order["title"],

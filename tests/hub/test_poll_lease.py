@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from connectors.taobao.simulator import TaobaoSimulator
 from hub import polling
+from hub.daemon import Hub
 from hub.records import source_state, utcnow
 from hub.registry import Registry
 from tests.conftest import start_hub, wait_until
@@ -70,13 +71,13 @@ async def test_a_restarted_hub_takes_back_the_lease_of_its_dead_self_at_once(
         await hub.stop()
 
 
-async def _owner(hub: object) -> str | None:
-    async with hub.db.read() as conn:  # type: ignore[attr-defined]
+async def _owner(hub: Hub) -> str | None:
+    async with hub.db.read() as conn:
         return (await conn.execute(sa.select(source_state.c.lease_owner).where(
             source_state.c.source_id == "tb"))).scalar()
 
 
-async def _taken(hub: object, holder: str) -> bool:
+async def _taken(hub: Hub, holder: str) -> bool:
     owner = await _owner(hub)
     return owner is not None and owner != holder
 
