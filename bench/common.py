@@ -97,3 +97,17 @@ def status_mb(pids: list[int], field: str = "VmHWM") -> float:
             pass
     return total / 1024
 
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU these processes have used so far (all their threads), summed.
+    Steadier than a rate on a shared box: what the work cost, whatever else ran."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick

@@ -9,8 +9,9 @@ signed webhook destination) and bench/push_receiver.py, each in a process of
 its own, sends N distinct signed after-sales requests (at a concurrency, or
 at a sustained offered ``--rate`` per second) and waits until every ticket's
 push has been answered. Prints the ingest rate, end-to-end tickets/s (first
-request sent → last push answered) and acknowledgement → push latency
-p50/p99.
+request sent → last push answered), acknowledgement → push latency p50/p99
+and the CPU the hub's processes spent per ticket (user + system, every
+process and thread: steadier than a rate on a box shared with other work).
 
 It runs twice in one invocation: every push answered at once (the baseline),
 then ``--hang-fraction`` of the pushes hanging on their first attempt past
@@ -51,7 +52,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
     bench_database,
+    cpu_seconds,
     free_port,
+    process_tree,
     setting_arguments,
     storage_arguments,
     wait_port,
@@ -73,6 +76,7 @@ class Run:
     latencies: list[float]          # ack → push answered, tickets whose push did not hang
     hung_latencies: list[float]     # the same, for tickets whose first attempt hung
     refused: int
+    cpu: float = 0.0                    # CPU seconds the hub's processes spent from first request to last push
     others: list[float] | None = None   # ack → last push answered at the destinations that stayed up
     drained: float | None = None        # seconds after it returned until the downed destination had all
 
@@ -180,6 +184,7 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
                 wait_port(ports[k])
             site = WebsiteSimulator(secret=site_secret, seed=1111)
             messages = [site.request() for _ in range(args.requests)]
+            cpu_before = cpu_seconds(process_tree(hub.pid))
             first_sent = time.time()
             acks, refused, ingest = asyncio.run(_send_all(f"http://127.0.0.1:{hub_port}/webhooks/site", site,
                                                           messages, args.concurrency, args.rate))
@@ -192,6 +197,7 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
                 returned = time.time()
                 # The circuit's cooldown (30 s by default, doubling) and the pushes' own backoff.
                 got[outage] = asyncio.run(_wait_answered(ports[outage], args.requests, timeout=1800))
+            cpu = cpu_seconds(process_tree(hub.pid)) - cpu_before
         finally:
             hub.terminate()
             hub.wait(60)
@@ -216,7 +222,7 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
     normal = [latency(t, every) for t in acks if not hung_first(t)]
     hung = [latency(t, every) for t in acks if hung_first(t)]
     last = max(a[3] for g in answered.values() for a in g.values())
-    run = Run(label, len(acks), ingest, last - first_sent, normal, hung, refused)
+    run = Run(label, len(acks), ingest, last - first_sent, normal, hung, refused, cpu)
     if outage is not None:
         run.others = [latency(t, stayed) for t in acks]
         run.drained = max(a[3] for a in answered[outage].values()) - (returned or 0)
@@ -250,10 +256,12 @@ def main() -> None:
     kinds = args.destinations.split(",")
     print(f"{args.requests} signed website requests -> {args.requests * len(kinds)} verified pushes "
           f"({', '.join(kinds)}), {args.storage}, {offered}, shipped defaults (pipeline and delivery on)")
-    print(f"{'':30}{'ingest req/s':>13}{'tickets/s':>11}{'ack->last push p50':>19}{'p99':>9}{'503s':>6}")
+    print(f"{'':30}{'ingest req/s':>13}{'tickets/s':>11}{'ack->last push p50':>19}{'p99':>9}{'503s':>6}"
+          f"{'hub CPU/ticket':>16}")
     for r in runs:
         print(f"{r.label:30}{r.sent / r.ingest_seconds:>13.0f}{r.sent / r.end_to_end_seconds:>11.0f}"
-              f"{_pct(r.latencies, 0.5):>18.3f}s{_pct(r.latencies, 0.99):>8.3f}s{r.refused:>6}")
+              f"{_pct(r.latencies, 0.5):>18.3f}s{_pct(r.latencies, 0.99):>8.3f}s{r.refused:>6}"
+              f"{r.cpu / r.sent * 1e6:>13.0f} µs")
     hung = runs[1].hung_latencies
     if hung:
         print(f"{'':30}the {len(hung)} hung pushes arrived after their retry: p50 {statistics.median(hung):.1f}s "
