@@ -45,6 +45,7 @@ import aiohttp
 import sqlalchemy as sa
 import structlog
 
+from hub import outbox_sqlite
 from hub.circuit import CircuitBreaker, CircuitState
 from hub.config import record_margin
 from hub.errors import Permanent, Retryable
@@ -223,7 +224,13 @@ class Deliverer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lease - record_margin(self.lease)
         token = secrets.token_hex(8)
-        rows = await self.db.run_write(lambda conn: self._claim_rows(conn, want, token))
+        if self.db.is_sqlite:
+            now = utcnow()
+            until = now + timedelta(seconds=self.lease)
+            rows: list[Any] = await self.db.run_sqlite_write(
+                lambda raw: outbox_sqlite.claim(raw, want, self.batch, now, until, token), urgent=False)
+        else:
+            rows = await self.db.run_write(lambda conn: self._claim_rows(conn, want, token))
         for row in rows:
             self.destinations[row.destination_id].queue.append(Claim(row, token, deadline))
         for d in want:
@@ -284,7 +291,7 @@ class Deliverer:
             self.wake.set()
 
     def _claim_rows(self, conn: sa.Connection, free: dict[str, int], token: str) -> list[Any]:
-        # Synchronous Core in one transaction (the sqlite thread on SQLite).
+        # Synchronous Core in one transaction (PostgreSQL; SQLite: hub.outbox_sqlite).
         now = utcnow()
         older_open = sa.exists().where(_EARLIER.c.ordering_key == outbox.c.ordering_key,
                                        _EARLIER.c.state.in_(OPEN_STATES), _EARLIER.c.id < outbox.c.id)
@@ -424,10 +431,21 @@ class Deliverer:
             return 0
         batch, self._outcomes = self._outcomes, []
         try:
-            stale = await self.db.run_write(lambda conn: self._record(conn, batch))
+            if self.db.is_sqlite:
+                # Rendered here, so the write lock is held only for the driver's statements.
+                rendered = self._render_sqlite(batch)
+                stale = await self.db.run_sqlite_write(lambda raw: outbox_sqlite.record(raw, rendered),
+                                                       urgent=False)
+            else:
+                stale = await self.db.run_write(lambda conn: self._record(conn, batch))
         except BaseException:
             self._outcomes[:0] = batch  # recorded on the next try
             raise
+        for o in batch:
+            if o.state == "dead" and o.row.id not in stale:
+                log.warning("push dead-lettered: this ticket's later pushes to it wait",
+                            destination=o.row.destination_id, ticket_id=o.row.ticket_id,
+                            outbox_id=o.row.id, error=o.error)
         if stale:
             log.warning("late push outcomes discarded: their claims had been taken again",
                         outbox_ids=sorted(stale))
@@ -449,6 +467,14 @@ class Deliverer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.record_once()
+
+    @staticmethod
+    def _render_sqlite(outcomes: list[Outcome]) -> list[outbox_sqlite.RenderedOutcome]:
+        now = utcnow()
+        return [outbox_sqlite.render(
+            o.row.id, o.claim.token, o.state, attempts=o.row.attempts + 1, first=o.row.first_attempt_at or o.at,
+            status=o.status, error=o.error, response=o.response, next_at=o.next_attempt_at or now, now=now,
+            timeline=None if o.state == "released" else _timeline(o)) for o in outcomes]
 
     def _record(self, conn: sa.Connection, outcomes: list[Outcome]) -> set[int]:
         """Write the outcomes whose claims still hold; return the ids of those that
@@ -477,18 +503,7 @@ class Deliverer:
                     "_error": o.error, "_response": o.response,
                     "_next": o.next_attempt_at or now,
                 })
-            kind = {"delivered": "sync_sent", "dead": "sync_dead", "pending": "sync_failed"}[o.state]
-            detail: dict[str, Any] = {"destination": o.row.destination_id, "outbox_id": o.row.id,
-                                      "attempt": o.row.attempts + 1, "status": o.status}
-            if o.error:
-                detail["error"] = o.error
-            if o.next_attempt_at:
-                detail["next_attempt_at"] = o.next_attempt_at.isoformat()
-            timeline.append({"ticket_id": o.row.ticket_id, "kind": kind, "detail": detail, "at": o.at})
-            if o.state == "dead":
-                log.warning("push dead-lettered: this ticket's later pushes to it wait",
-                            destination=o.row.destination_id, ticket_id=o.row.ticket_id,
-                            outbox_id=o.row.id, error=o.error)
+            timeline.append(_timeline(o))
         # Successes share one statement per status code: the common case costs
         # one UPDATE per batch, not one per push.
         for status, done in delivered.items():
@@ -505,6 +520,18 @@ class Deliverer:
         if timeline:
             conn.execute(sa.insert(ticket_events), timeline)
         return stale
+
+
+def _timeline(o: Outcome) -> dict[str, Any]:
+    """The ticket's timeline event for an attempt's outcome."""
+    kind = {"delivered": "sync_sent", "dead": "sync_dead", "pending": "sync_failed"}[o.state]
+    detail: dict[str, Any] = {"destination": o.row.destination_id, "outbox_id": o.row.id,
+                              "attempt": o.row.attempts + 1, "status": o.status}
+    if o.error:
+        detail["error"] = o.error
+    if o.next_attempt_at:
+        detail["next_attempt_at"] = o.next_attempt_at.isoformat()
+    return {"ticket_id": o.row.ticket_id, "kind": kind, "detail": detail, "at": o.at}
 
 
 _RECORD_FAILURE = (sa.update(outbox).where(outbox.c.id == sa.bindparam("_id")).values(
