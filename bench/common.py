@@ -111,3 +111,18 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / tick
+
+
+def cpu_by_role(pids: list[int]) -> dict[str, float]:
+    """CPU seconds so far of each hub process, keyed by its ``--role`` (``parent``, ``all``)."""
+    out: dict[str, float] = {}
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        role = "parent" if b"hub.processes" in argv else "all"
+        if b"--role" in argv:
+            role = argv[argv.index(b"--role") + 1].decode()
+        out[role] = out.get(role, 0.0) + cpu_seconds([pid])
+    return out

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
     bench_database,
-    cpu_seconds,
+    cpu_by_role,
     free_port,
     process_tree,
     setting_arguments,
@@ -76,7 +76,7 @@ class Run:
     latencies: list[float]          # ack → push answered, tickets whose push did not hang
     hung_latencies: list[float]     # the same, for tickets whose first attempt hung
     refused: int
-    cpu: float = 0.0                    # CPU seconds the hub's processes spent from first request to last push
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process role, first request → last push
     others: list[float] | None = None   # ack → last push answered at the destinations that stayed up
     drained: float | None = None        # seconds after it returned until the downed destination had all
 
@@ -184,7 +184,7 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
                 wait_port(ports[k])
             site = WebsiteSimulator(secret=site_secret, seed=1111)
             messages = [site.request() for _ in range(args.requests)]
-            cpu_before = cpu_seconds(process_tree(hub.pid))
+            cpu_before = cpu_by_role(process_tree(hub.pid))
             first_sent = time.time()
             acks, refused, ingest = asyncio.run(_send_all(f"http://127.0.0.1:{hub_port}/webhooks/site", site,
                                                           messages, args.concurrency, args.rate))
@@ -197,7 +197,8 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
                 returned = time.time()
                 # The circuit's cooldown (30 s by default, doubling) and the pushes' own backoff.
                 got[outage] = asyncio.run(_wait_answered(ports[outage], args.requests, timeout=1800))
-            cpu = cpu_seconds(process_tree(hub.pid)) - cpu_before
+            cpu = {role: spent - cpu_before.get(role, 0.0)
+                   for role, spent in cpu_by_role(process_tree(hub.pid)).items()}
         finally:
             hub.terminate()
             hub.wait(60)
@@ -261,7 +262,10 @@ def main() -> None:
     for r in runs:
         print(f"{r.label:30}{r.sent / r.ingest_seconds:>13.0f}{r.sent / r.end_to_end_seconds:>11.0f}"
               f"{_pct(r.latencies, 0.5):>18.3f}s{_pct(r.latencies, 0.99):>8.3f}s{r.refused:>6}"
-              f"{r.cpu / r.sent * 1e6:>13.0f} µs")
+              f"{sum(r.cpu.values()) / r.sent * 1e6:>13.0f} µs")
+    for r in runs:
+        print(f"{r.label:30}hub CPU per ticket by process: " + ", ".join(
+            f"{role} {spent / r.sent * 1e6:.0f} µs" for role, spent in sorted(r.cpu.items())))
     hung = runs[1].hung_latencies
     if hung:
         print(f"{'':30}the {len(hung)} hung pushes arrived after their retry: p50 {statistics.median(hung):.1f}s "
