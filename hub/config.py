@@ -362,6 +362,9 @@ class PipelineConfig(Strict):
     # A pipeline in a process without intake of its own (SQLite's second
     # process) is not woken by requests: it looks for new events this often.
     poll: Duration = Field(default=0.05, gt=0)
+    # After a batch smaller than ``batch``, wait this long before the next: a
+    # batch's fixed cost (its reads, its transaction) is shared by more events.
+    gather: Duration = Field(default=0.025, ge=0)
 
 
 def record_margin(lease: float) -> float:

@@ -248,8 +248,9 @@ class Hub:
             idle = None if "intake" in roles else self.config.pipeline.poll
             step = ((lambda: self.pipeline.run_once()) if idle is None
                     else _when(self.pipeline.has_pending, lambda: self.pipeline.run_once()))
+            cfg = self.config.pipeline
             sup.spawn("pipeline", lambda w: self._loop(w, step, self._wake_pipeline, after=deliverer.wake.set,
-                                                       idle=idle))
+                                                       idle=idle, gather=(cfg.gather, cfg.batch)))
         if "intake" in roles:
             for runner in self.pollers.values():
                 for name, work in runner.workers():
@@ -349,11 +350,15 @@ class Hub:
         wake.set()
 
     async def _loop(self, worker: Worker, step: Callable[[], Awaitable[int]], wake: asyncio.Event,
-                    after: Callable[[], None] | None = None, idle: float | None = None) -> None:
+                    after: Callable[[], None] | None = None, idle: float | None = None,
+                    gather: tuple[float, int] = (0.0, 0)) -> None:
         """Run ``step`` until it finds nothing, then sleep until woken (or a few seconds).
+        With ``gather`` (seconds, full): after a step that did less than ``full``,
+        wait that long before the next, so that more work is there to share its cost.
 
         An error ends the loop: the supervisor logs it and starts it again after a
         backoff (storage down, or a bug), and /readyz shows it meanwhile."""
+        pause, full = gather
         while not self._stopping.is_set():
             wake.clear()
             done = await step()
@@ -361,6 +366,8 @@ class Hub:
             if done:
                 if after is not None:
                     after()
+                if pause and done < full:
+                    await asyncio.sleep(pause)
                 continue
             await wait_at_most(wake, idle or self.supervisor.beat_every)
             worker.beat()
@@ -415,9 +422,15 @@ class Hub:
 def _when(has_work: Callable[[], Awaitable[bool]], step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
     """``step`` only when a read says there is work: a worker that polls (no
     request or batch wakes it) would otherwise open a write transaction — on
-    SQLite, take the other process's write lock — every time it looks."""
+    SQLite, take the other process's write lock — every time it looks. Right
+    after a step that found work there is likely more: no read first."""
+    busy = False
+
     async def run() -> int:
-        return await step() if await has_work() else 0
+        nonlocal busy
+        done = await step() if busy or await has_work() else 0
+        busy = done > 0
+        return done
     return run
 
 
