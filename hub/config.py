@@ -380,6 +380,9 @@ class DeliveryConfig(Strict):
     # How long a claimed push is ours: an attempt is cut off before its lease
     # ends, and a claim left by a dead process is taken again after it.
     lease: Duration = Field(default=60.0, gt=0)
+    # Delivery in a process without the pipeline (SQLite's third process) is not
+    # woken by new pushes: it looks for due ones this often (an indexed read).
+    poll: Duration = Field(default=0.02, gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
 
@@ -391,8 +394,9 @@ class SupervisorConfig(Strict):
     stall_after: Duration = Field(default=60.0, gt=0)
     max_backoff: Duration = Field(default=30.0, gt=0)
     # How many hub processes `hub run` starts: "auto" is one per core on
-    # PostgreSQL; SQLite takes at most two (intake | processing + delivery),
-    # one writer per file. 1 runs everything in one process.
+    # PostgreSQL; SQLite takes three, one role each (intake | processing |
+    # delivery: one writer per file, more would queue on its lock), or 2
+    # (intake + delivery | processing). 1 runs everything in one process.
     processes: int | Literal["auto"] = "auto"
 
     @field_validator("processes")

@@ -235,7 +235,7 @@ class Hub:
                 await deliverer.release_claims()  # the only delivering process on this file
             await deliverer.start()
             # Without processing here no batch wakes delivery: it looks for new pushes itself.
-            poll = None if "processing" in roles else self.config.pipeline.poll
+            poll = None if "processing" in roles else self.config.delivery.poll
             claim = ((lambda: deliverer.claim_once()) if poll is None
                      else _when(deliverer.has_due, lambda: deliverer.claim_once()))
             sup.spawn("delivery", lambda w: self._loop(w, claim, deliverer.wake, idle=poll))

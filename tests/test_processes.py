@@ -3,7 +3,7 @@
 Website requests (with status updates) arrive over the shared port while a
 Taobao source is polled; a hub process is killed in the middle — on
 PostgreSQL the one holding the poll lease, of three that hold every role; on
-SQLite the intake process of its two. Afterwards: every event became its
+SQLite the intake process of its three (one role each). Afterwards: every event became its
 ticket once, every push was delivered (at least once, and the receiver saw
 each idempotency key), a ticket's pushes arrived in the order they were made,
 and the poll lease went to a survivor (PostgreSQL) or the killed process was
@@ -93,7 +93,7 @@ async def test_processes_share_a_stream_and_survive_one_killed(
             await sender
             # Kill one process mid-stream: on PostgreSQL the poll lease holder.
             children = hub.pids[1:]
-            assert len(children) == (3 if postgres else 2)
+            assert len(children) == 3
             owner = await _lease_owner(db)
             assert owner is not None
             victim = _pid_of_owner(owner) if postgres else children[0]
@@ -106,7 +106,7 @@ async def test_processes_share_a_stream_and_survive_one_killed(
             if postgres:
                 await wait_until(lambda: _moved(db, owner), timeout=30)
             else:
-                await wait_until(lambda: len(hub.pids) == 3 and victim not in hub.pids, timeout=30)
+                await wait_until(lambda: len(hub.pids) == 4 and victim not in hub.pids, timeout=30)
             total_refunds = len(sim.refunds)
             await wait_until(lambda: _all_done(db, 150, total_refunds), timeout=90, interval=0.3)
             await wait_until(lambda: _all_delivered(db), timeout=60, interval=0.3)
