@@ -238,11 +238,17 @@ class Deliverer:
         return len(rows)
 
     async def has_due(self) -> bool:
-        """Whether any destination has a push due (a read: no write lock)."""
+        """Whether a claim would find a push (a read: no write lock). As the claim
+        asks: rows in flight (claimed) or held behind an earlier push of their
+        ticket are not due — counted, every poll would open a write transaction
+        while a hanging push holds its claim."""
         if not self.destinations:
             return False
+        now = utcnow()
         stmt = (sa.select(outbox.c.id).where(outbox.c.destination_id.in_(sorted(self.destinations)),
-                                             outbox.c.state == "pending", outbox.c.next_attempt_at <= utcnow())
+                                             outbox.c.state == "pending", outbox.c.next_attempt_at <= now,
+                                             sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+                                             ~_older_open())
                 .limit(1))
         async with self.db.read() as conn:
             return (await conn.execute(stmt)).first() is not None
@@ -293,8 +299,7 @@ class Deliverer:
     def _claim_rows(self, conn: sa.Connection, free: dict[str, int], token: str) -> list[Any]:
         # Synchronous Core in one transaction (PostgreSQL; SQLite: hub.outbox_sqlite).
         now = utcnow()
-        older_open = sa.exists().where(_EARLIER.c.ordering_key == outbox.c.ordering_key,
-                                       _EARLIER.c.state.in_(OPEN_STATES), _EARLIER.c.id < outbox.c.id)
+        older_open = _older_open()
         claimed: list[Any] = []
         budget = self.batch
         for dest, room in free.items():
@@ -520,6 +525,12 @@ class Deliverer:
         if timeline:
             conn.execute(sa.insert(ticket_events), timeline)
         return stale
+
+
+def _older_open() -> Any:
+    """An earlier push of the same ticket to the same destination is still open: this one waits."""
+    return sa.exists().where(_EARLIER.c.ordering_key == outbox.c.ordering_key,
+                             _EARLIER.c.state.in_(OPEN_STATES), _EARLIER.c.id < outbox.c.id)
 
 
 def _timeline(o: Outcome) -> dict[str, Any]:
