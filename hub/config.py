@@ -360,7 +360,8 @@ class PipelineConfig(Strict):
     batch: int = Field(default=250, gt=0)
     tick: Duration = 1.0
     # A pipeline in a process without intake of its own (SQLite's second
-    # process) is not woken by requests: it looks for new events this often.
+    # process) is woken by intake's process (hub.wake, a hint that may be
+    # lost) and looks for new events this often besides.
     poll: Duration = Field(default=0.05, gt=0)
     # After a batch smaller than ``batch``, wait this long before the next: a
     # batch's fixed cost (its reads, its transaction) is shared by more events.
@@ -380,8 +381,9 @@ class DeliveryConfig(Strict):
     # How long a claimed push is ours: an attempt is cut off before its lease
     # ends, and a claim left by a dead process is taken again after it.
     lease: Duration = Field(default=60.0, gt=0)
-    # Delivery in a process without the pipeline (SQLite's third process) is not
-    # woken by new pushes: it looks for due ones this often (an indexed read).
+    # Delivery in a process without the pipeline (SQLite's third process) is
+    # woken by the pipeline's (hub.wake, a hint) and looks for due pushes this
+    # often besides (an indexed read).
     poll: Duration = Field(default=0.02, gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
 

@@ -45,6 +45,7 @@ from hub.retry import RetryPolicy
 from hub.server import build_app
 from hub.storage import UNAVAILABLE, Database
 from hub.supervisor import Supervisor, Worker, wait_at_most
+from hub.wake import WakeListener, WakeSender
 
 log = structlog.get_logger("hub.daemon")
 
@@ -153,6 +154,9 @@ class Hub:
         m.workers_stalled.set_function(lambda: len(self.supervisor.stalled()))
         self._stopping = asyncio.Event()
         self._wake_pipeline = asyncio.Event()
+        self._wake_pipeline_elsewhere: Callable[[], None] = lambda: None
+        self._wake_delivery_elsewhere: Callable[[], None] = lambda: None
+        self._wake_listeners: list[WakeListener] = []
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         refused = self.metrics.connections_refused
@@ -219,7 +223,14 @@ class Hub:
         self._degraded(dest).set(1 if health.degraded else 0)
 
     def wake_pipeline(self) -> None:
+        """New raw events: the pipeline here, or the process that holds it (:mod:`hub.wake`)."""
         self._wake_pipeline.set()
+        self._wake_pipeline_elsewhere()
+
+    def _pushes_ready(self) -> None:
+        """A batch committed, perhaps with pushes: delivery here, or where it runs."""
+        self.deliverer.wake.set()
+        self._wake_delivery_elsewhere()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -230,6 +241,17 @@ class Hub:
         roles = self.roles
         sup = self.supervisor
         deliverer = self.deliverer
+        # Roles split across processes (SQLite) wake each other; in one process, events do.
+        if "processing" not in roles:
+            self._wake_pipeline_elsewhere = WakeSender("processing")
+        if "delivery" not in roles:
+            self._wake_delivery_elsewhere = WakeSender("delivery")
+        if "processing" in roles and "intake" not in roles:
+            self._wake_listeners.append(WakeListener("processing", self._wake_pipeline.set))
+        if "delivery" in roles and "processing" not in roles:
+            self._wake_listeners.append(WakeListener("delivery", deliverer.wake.set))
+        for listener in self._wake_listeners:
+            await listener.start()
         if "delivery" in roles:
             if self.db.is_sqlite:
                 await deliverer.release_claims()  # the only delivering process on this file
@@ -249,7 +271,7 @@ class Hub:
             step = ((lambda: self.pipeline.run_once()) if idle is None
                     else _when(self.pipeline.has_pending, lambda: self.pipeline.run_once()))
             cfg = self.config.pipeline
-            sup.spawn("pipeline", lambda w: self._loop(w, step, self._wake_pipeline, after=deliverer.wake.set,
+            sup.spawn("pipeline", lambda w: self._loop(w, step, self._wake_pipeline, after=self._pushes_ready,
                                                        idle=idle, gather=(cfg.gather, cfg.batch)))
         if "intake" in roles:
             for runner in self.pollers.values():
@@ -335,6 +357,11 @@ class Hub:
         self.deliverer.wake.set()
         self.deliverer.completed.set()
         await sup.stop(["pipeline", "delivery"], grace=30)
+        for listener in self._wake_listeners:
+            listener.close()
+        for sender in (self._wake_pipeline_elsewhere, self._wake_delivery_elsewhere):
+            if isinstance(sender, WakeSender):
+                sender.close()
         # Pushes in flight finish (each is cut off before its lease ends) and are recorded.
         await self.deliverer.drain(grace=self.config.delivery.lease)
         await sup.stop(["delivery-recorder"], grace=5)

@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from hub import systemd
+from hub.wake import ENV as WAKE_DIR
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
@@ -169,6 +170,7 @@ class Parent:
     def _spawn(self, child: Child) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_PID")}
         env["NOTIFY_SOCKET"] = str(child.socket_path)
+        env[WAKE_DIR] = str(self._dir)  # roles in different processes wake each other (hub.wake)
         if self._watchdog:
             env["WATCHDOG_USEC"] = str(int(self._watchdog * 2_000_000))
         fds = (self.listen_fd,) if self.listen_fd is not None and "intake" in child.roles else ()
