@@ -160,7 +160,9 @@ class Ids:
         if self.is_sqlite:
             nxt = self._next.get(table.name)
             if nxt is None:
-                nxt = int(self.conn.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0) + 1
+                # Driver SQL: built and compiled once per batch and table, the
+                # expression cost more than SQLite's walk to the last row.
+                nxt = int(self.conn.exec_driver_sql(f"SELECT max(id) FROM {table.name}").scalar() or 0) + 1
             self._next[table.name] = nxt + 1
             return nxt
         have = self._reserved.setdefault(table.name, [])
