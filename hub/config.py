@@ -362,7 +362,7 @@ class PipelineConfig(Strict):
     # A pipeline in a process without intake of its own (SQLite's second
     # process) is woken by intake's process (hub.wake, a hint that may be
     # lost) and looks for new events this often besides.
-    poll: Duration = Field(default=0.05, gt=0)
+    poll: Duration = Field(default=0.1, gt=0)
     # After a batch smaller than ``batch``, wait this long before the next: a
     # batch's fixed cost (its reads, its transaction) is shared by more events.
     gather: Duration = Field(default=0.025, ge=0)
@@ -384,7 +384,7 @@ class DeliveryConfig(Strict):
     # Delivery in a process without the pipeline (SQLite's third process) is
     # woken by the pipeline's (hub.wake, a hint) and looks for due pushes this
     # often besides (an indexed read).
-    poll: Duration = Field(default=0.02, gt=0)
+    poll: Duration = Field(default=0.1, gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
 

@@ -245,6 +245,11 @@ class Deliverer:
         if not self.destinations:
             return False
         now = utcnow()
+        if self.db.is_sqlite:
+            # Asked every delivery.poll by an idle delivery process: driver SQL on
+            # the plain driver's reading thread, not an expression through aiosqlite.
+            dests = sorted(self.destinations)
+            return await self.db.run_read_sync(lambda conn: outbox_sqlite.any_due(conn, dests, now))
         stmt = (sa.select(outbox.c.id).where(outbox.c.destination_id.in_(sorted(self.destinations)),
                                              outbox.c.state == "pending", outbox.c.next_attempt_at <= now,
                                              sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),

@@ -15,6 +15,7 @@ fenced the same way by each claim's token.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +53,22 @@ _CLAIM = (
     f"AND earlier.state IN {OPEN_STATES!r} AND earlier.id < outbox.id) "
     "ORDER BY next_attempt_at, id LIMIT ?"
 )
+
+
+def any_due(conn: Any, destinations: list[str], now: datetime) -> bool:
+    """Whether a claim would find a push now (``conn``: a SQLAlchemy connection, read only)."""
+    now_text = sqlite_time(now)
+    sql = _any_due_sql(len(destinations))
+    return conn.exec_driver_sql(sql, (*destinations, now_text, now_text)).first() is not None
+
+
+@functools.cache
+def _any_due_sql(n: int) -> str:
+    # The claim's conditions, any destination of ours, the first row found.
+    return ("SELECT id FROM outbox WHERE destination_id IN " + _in(n) + " AND state = 'pending' "
+            "AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?) "
+            "AND NOT EXISTS (SELECT 1 FROM outbox AS earlier WHERE earlier.ordering_key = outbox.ordering_key "
+            f"AND earlier.state IN {OPEN_STATES!r} AND earlier.id < outbox.id) LIMIT 1")
 
 
 def _time(text: str | None) -> datetime | None:

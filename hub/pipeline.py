@@ -181,7 +181,11 @@ class Pipeline:
             return await conn.run_sync(lambda c: self._write(c, self._decide(c, normalized)))
 
     async def has_pending(self) -> bool:
-        """Whether any raw event waits (a read: no write lock)."""
+        """Whether any raw event waits (a read: no write lock). Asked every
+        ``pipeline.poll`` by an idle pipeline without intake: on SQLite on the
+        plain driver's reading thread (aiosqlite's hops cost more than the query)."""
+        if self.db.is_sqlite:
+            return await self.db.run_read_sync(claims.any_pending)
         async with self.db.read() as conn:
             return await conn.run_sync(claims.any_pending)
 
