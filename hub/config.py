@@ -266,7 +266,7 @@ class DestinationConfig(BaseModel):
     # Pushes to this destination at once; one that hangs fills only these.
     max_in_flight: int = Field(default=64, gt=0)
     # An attempt unanswered this long gives its slot to the next push and waits
-    # aside (at most max_in_flight of them), so a few hanging pushes cannot
+    # aside (at most 4 × max_in_flight of them), so a few hanging pushes cannot
     # hold every slot until their timeout.
     slow_after: Duration = Field(default=2.0, gt=0)
     # Of an answer, this much is read (kept for the operator: the first 2,000

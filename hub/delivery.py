@@ -19,9 +19,12 @@ given back untried, so an attempt never outlives its claim. A destination
 that hangs fills only its own slots; its answers are read up to its
 ``max_response_bytes`` (:func:`receipt_of`). An attempt still unanswered
 after the destination's ``slow_after`` gives its slot to the next push and
-waits aside (at most ``max_in_flight`` of them): at a thousand pushes a
-second, 1 % hanging for a 10 s timeout would otherwise hold a hundred slots,
-and every other ticket of that destination would queue behind them.
+waits aside (at most ``ASIDE_PER_SLOT`` × ``max_in_flight`` of them): at a
+thousand pushes a second, 1 % hanging for a 10 s timeout would otherwise
+hold a hundred slots, and every other ticket of that destination would
+queue behind them. Aside must hold what hangs over a timeout — at 1,700
+pushes a second, 1 % hanging is 170 at once — or the hung fill the slots
+again (measured: with room for 64 aside, the other tickets' p99 7.2 s).
 
 **Recording.** Outcomes are recorded as they complete — the recorder commits
 whatever has completed so far in one transaction, with its timeline events —
@@ -61,6 +64,7 @@ RETRYABLE_4XX = frozenset({408, 409, 429})
 KEEP_RESPONSE = 2000  # characters of a failed response kept for the operator
 MAX_RESPONSE_BYTES = 65536
 OPEN_STATES = ("pending", "dead")  # what holds a ticket's later pushes back
+ASIDE_PER_SLOT = 4  # slow attempts waiting aside, per slot (each holds a connection)
 
 
 def classify(status: int, body: str, retry_after: str | None) -> None:
@@ -130,7 +134,7 @@ class ActiveDestination:
     # attempt started before it says nothing about the destination now.
     answered_since: float = float("-inf")
     in_flight: int = 0
-    aside: int = 0             # slow attempts that gave their slot back (at most ``limit``)
+    aside: int = 0             # slow attempts that gave their slot back (at most ASIDE_PER_SLOT × ``limit``)
     queue: collections.deque[Claim] = field(default_factory=collections.deque)  # claimed, not started
 
 
@@ -292,7 +296,7 @@ class Deliverer:
     def _set_aside(self, dest: str, slot: Slot) -> None:
         """A slow attempt gives its slot to the next push, if there is room aside."""
         active = self.destinations[dest]
-        if slot.done or slot.aside or active.aside >= active.limit:
+        if slot.done or slot.aside or active.aside >= ASIDE_PER_SLOT * active.limit:
             return
         slot.aside = True
         active.in_flight -= 1

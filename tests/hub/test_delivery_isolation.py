@@ -94,13 +94,14 @@ async def test_a_hanging_push_holds_up_no_other_ticket(
 async def test_slow_attempts_give_their_slots_to_the_next_pushes(
         registry: Registry, db_url: str, pii_key: str, site_secret: str, http: aiohttp.ClientSession,
         website: WebsiteSimulator, receiver: Receiver) -> None:
-    """Two slots and three pushes that hang: the slow ones are set aside (two of
-    them, the bound), and the one slot left carries every other ticket's push
-    while they hang — instead of all waiting for the 5 s timeout."""
+    """Two slots and nine pushes that hang: the slow ones are set aside (eight
+    of them, the bound: four per slot), and the one slot left carries every
+    other ticket's push while they hang — instead of all waiting for the 5 s
+    timeout."""
     hung: list[str] = []
 
     def hang(msg_id: str, arrival: int) -> float:
-        if arrival == 1 and (msg_id in hung or len(hung) < 3):
+        if arrival == 1 and (msg_id in hung or len(hung) < 9):
             if msg_id not in hung:
                 hung.append(msg_id)
             return 30
@@ -113,16 +114,16 @@ async def test_slow_attempts_give_their_slots_to_the_next_pushes(
                                      "secret": receiver.secret, "timeout": "5s", "max_in_flight": 2,
                                      "slow_after": "200ms"}])
     async with running(cfg, registry) as hub:
-        await asyncio.gather(*(_send(http, hub, website, website.request()) for _ in range(15)))
+        await asyncio.gather(*(_send(http, hub, website, website.request()) for _ in range(21)))
 
         async def others_delivered() -> bool:
             return sum(r.state == "delivered" for r in await _rows(hub.db)) == 12
 
         await wait_until(others_delivered, timeout=4)  # well before the hung ones time out
         active = hub.deliverer.destinations["hook"]
-        assert (active.aside, active.in_flight) == (2, 1)  # two set aside, the third holds a slot
+        assert (active.aside, active.in_flight) == (8, 1)  # eight set aside, the ninth holds a slot
         assert {r.idempotency_key for r in await _rows(hub.db) if r.state != "delivered"} == set(hung)
-        await wait_until(lambda: _all_delivered(hub, 15), timeout=15)
+        await wait_until(lambda: _all_delivered(hub, 21), timeout=15)
     assert all(receiver.seen[k] == 2 for k in hung)
     assert all(n == 1 for k, n in receiver.seen.items() if k not in hung)
 
