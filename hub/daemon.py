@@ -256,7 +256,8 @@ class Hub:
             if self.db.is_sqlite:
                 await deliverer.release_claims()  # the only delivering process on this file
             await deliverer.start()
-            # Without processing here no batch wakes delivery: it looks for new pushes itself.
+            # Without processing here the pipeline's process wakes delivery (hub.wake, a
+            # hint): it also looks for due pushes itself, every delivery.poll.
             poll = None if "processing" in roles else self.config.delivery.poll
             claim = ((lambda: deliverer.claim_once()) if poll is None
                      else _when(deliverer.has_due, lambda: deliverer.claim_once()))
@@ -266,7 +267,8 @@ class Hub:
         if "intake" in roles:
             sup.spawn("inbox-writer", lambda w: self.inbox.run(w.beat, sup.beat_every))
         if "processing" in roles and self.config.pipeline.enabled:
-            # Without intake here no request wakes the pipeline: it looks for work itself.
+            # Without intake here intake's process wakes the pipeline (hub.wake, a hint):
+            # it also looks for work itself, every pipeline.poll.
             idle = None if "intake" in roles else self.config.pipeline.poll
             step = ((lambda: self.pipeline.run_once()) if idle is None
                     else _when(self.pipeline.has_pending, lambda: self.pipeline.run_once()))

@@ -24,6 +24,10 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+import structlog
+
+log = structlog.get_logger("hub.wake")
+
 ENV = "HUB_WAKE_DIR"
 
 
@@ -79,7 +83,12 @@ class WakeListener:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path)  # left by a predecessor that was killed
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(self._path)
+        try:
+            sock.bind(self._path)
+        except OSError as err:  # e.g. a path past the 107 bytes a socket's name may have
+            sock.close()
+            log.warning("no wake-ups between processes: polling only", path=self._path, error=str(err))
+            return
         self._inode = os.stat(self._path).st_ino
         sock.setblocking(False)
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(

@@ -52,3 +52,12 @@ async def test_a_draining_process_leaves_its_successors_socket_alone(tmp_path: P
         sender.close()
         new.close()
     assert not (tmp_path / "wake-delivery.sock").exists()
+
+
+async def test_a_socket_name_too_long_means_polling_only(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    listener = WakeListener("delivery", lambda: None, directory=str(deep))
+    await listener.start()  # logged, not raised: the polls still find the work
+    listener.close()
+    WakeSender("delivery", directory=str(deep))()
