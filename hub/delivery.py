@@ -63,7 +63,7 @@ log = structlog.get_logger("hub.delivery")
 RETRYABLE_4XX = frozenset({408, 409, 429})
 KEEP_RESPONSE = 2000  # characters of a failed response kept for the operator
 MAX_RESPONSE_BYTES = 65536
-OPEN_STATES = ("pending", "dead")  # what holds a ticket's later pushes back
+OPEN_STATES = outbox_sqlite.OPEN_STATES  # what holds a ticket's later pushes back
 ASIDE_PER_SLOT = 4  # slow attempts waiting aside, per slot (each holds a connection)
 
 

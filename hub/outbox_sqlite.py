@@ -26,7 +26,7 @@ import orjson
 
 from hub.bulk import sqlite_time
 
-OPEN_STATES = ("pending", "dead")
+OPEN_STATES = ("pending", "dead")  # what holds a ticket's later pushes back (hub.delivery uses it too)
 
 
 class ClaimedRow(NamedTuple):
@@ -45,14 +45,12 @@ class ClaimedRow(NamedTuple):
 # Along ix_outbox_claim (destination, state, next_attempt_at, id): the scan
 # stops at the limit, no sort; an older open row of the same ordering key
 # (ix_outbox_ordering) holds a row back.
-_CLAIM = (
-    "SELECT id, destination_id, ticket_id, idempotency_key, event_type, payload, attempts, first_attempt_at "
-    "FROM outbox WHERE destination_id = ? AND state = 'pending' AND next_attempt_at <= ? "
-    "AND (claimed_until IS NULL OR claimed_until < ?) "
-    "AND NOT EXISTS (SELECT 1 FROM outbox AS earlier WHERE earlier.ordering_key = outbox.ordering_key "
-    f"AND earlier.state IN {OPEN_STATES!r} AND earlier.id < outbox.id) "
-    "ORDER BY next_attempt_at, id LIMIT ?"
-)
+# Due and claimable: bound to (now, now) after the destination(s).
+_DUE = ("AND state = 'pending' AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?) "
+        "AND NOT EXISTS (SELECT 1 FROM outbox AS earlier WHERE earlier.ordering_key = outbox.ordering_key "
+        f"AND earlier.state IN {OPEN_STATES!r} AND earlier.id < outbox.id)")
+_CLAIM = ("SELECT id, destination_id, ticket_id, idempotency_key, event_type, payload, attempts, first_attempt_at "
+          f"FROM outbox WHERE destination_id = ? {_DUE} ORDER BY next_attempt_at, id LIMIT ?")
 
 
 def any_due(conn: Any, destinations: list[str], now: datetime) -> bool:
@@ -65,10 +63,7 @@ def any_due(conn: Any, destinations: list[str], now: datetime) -> bool:
 @functools.cache
 def _any_due_sql(n: int) -> str:
     # The claim's conditions, any destination of ours, the first row found.
-    return ("SELECT id FROM outbox WHERE destination_id IN " + _in(n) + " AND state = 'pending' "
-            "AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?) "
-            "AND NOT EXISTS (SELECT 1 FROM outbox AS earlier WHERE earlier.ordering_key = outbox.ordering_key "
-            f"AND earlier.state IN {OPEN_STATES!r} AND earlier.id < outbox.id) LIMIT 1")
+    return f"SELECT id FROM outbox WHERE destination_id IN {_in(n)} {_DUE} LIMIT 1"
 
 
 def _time(text: str | None) -> datetime | None:
