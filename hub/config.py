@@ -127,6 +127,13 @@ class StorageConfig(Strict):
     # How long a SQLite write waits for another process's lock before the hub
     # gives up and answers 503 (the platform then retries).
     sqlite_busy_timeout: Duration = 30.0
+    # Page cache of each SQLite connection, in MB (a hub process holds two to
+    # four). Another process's commit empties it, and on SQLite every role's
+    # process commits many times a second, so what it holds serves one
+    # transaction: a pipeline batch touches ~10-20 MB with a million
+    # customers. At 64 MB the caches grew with the database to ~200 MB a
+    # process over a million-event drain, for no speed (docs/throughput.md).
+    sqlite_cache_mb: int = Field(default=16, ge=1, le=4096)
 
     @field_validator("url")
     @classmethod

@@ -170,7 +170,6 @@ def build_app(hub: Hub) -> web.Application:
             return _error(503, "storage_unavailable", "events not stored; retry later",
                           {"Retry-After": "5"})
         counted(source_id, "accepted" if stored.stored else "duplicate").inc()
-        hub.wake_pipeline()
         reply = connector.acknowledge(stored.stored, stored.duplicates)
         return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
 

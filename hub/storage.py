@@ -34,7 +34,7 @@ UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.Operation
 
 class Database:
     def __init__(self, url: str, *, sqlite_synchronous: str = "full", busy_timeout: float = 30.0,
-                 echo: bool = False):
+                 sqlite_cache_mb: int = 16, echo: bool = False):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
@@ -52,9 +52,9 @@ class Database:
         self._read_thread: ThreadPoolExecutor | None = None
         self._raw: sqlite3.Connection | None = None  # the inbox's, used only in the sqlite thread
         self._raw_trace: Callable[[str], None] | None = None  # see trace_raw
-        self._pragmas = (sqlite_synchronous, int(busy_timeout * 1000))
+        self._pragmas = (sqlite_synchronous, int(busy_timeout * 1000), sqlite_cache_mb)
         if self.is_sqlite:
-            _install_sqlite_hooks(self.engine.sync_engine, sqlite_synchronous, int(busy_timeout * 1000))
+            _install_sqlite_hooks(self.engine.sync_engine, *self._pragmas)
             # Statement-heavy transactions (the pipeline) run on the plain sqlite3
             # driver in one worker thread: aiosqlite hops threads several times per
             # statement, which costs more than the statement itself (docs/architecture.md §3).
@@ -62,7 +62,7 @@ class Database:
                 sa.engine.make_url(url).set(drivername="sqlite"), echo=echo,
                 connect_args={"timeout": busy_timeout, "check_same_thread": False},
                 poolclass=sa.pool.SingletonThreadPool)
-            _install_sqlite_hooks(self._sync_engine, sqlite_synchronous, int(busy_timeout * 1000))
+            _install_sqlite_hooks(self._sync_engine, *self._pragmas)
             self._sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-sqlite")
             # Long reads (the pipeline planning a batch) run on a thread of their own,
             # with a connection of their own: the writers' thread stays free for commits.
@@ -250,10 +250,10 @@ class WriteLock:
         self._held = False
 
 
-def _install_sqlite_hooks(sync_engine: sa.Engine, synchronous: str, busy_ms: int) -> None:
+def _install_sqlite_hooks(sync_engine: sa.Engine, synchronous: str, busy_ms: int, cache_mb: int) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        _configure_sqlite(dbapi_conn, synchronous, busy_ms)
+        _configure_sqlite(dbapi_conn, synchronous, busy_ms, cache_mb)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
@@ -292,7 +292,7 @@ def begin_immediate(execute: Callable[[str], Any], timeout: float) -> None:
         execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
 
-def _configure_sqlite(dbapi_conn: Any, synchronous: str, busy_ms: int) -> None:
+def _configure_sqlite(dbapi_conn: Any, synchronous: str, busy_ms: int, cache_mb: int) -> None:
     # Take BEGIN into our own hands (see _on_begin), as SQLAlchemy's docs advise.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
@@ -300,7 +300,8 @@ def _configure_sqlite(dbapi_conn: Any, synchronous: str, busy_ms: int) -> None:
     cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
     cur.execute(f"PRAGMA busy_timeout={busy_ms}")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA cache_size=-65536")
+    # Negative: KiB. The cache only grows as pages are read (see StorageConfig.sqlite_cache_mb).
+    cur.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
     cur.close()
 
 
