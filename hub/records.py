@@ -58,8 +58,10 @@ class Customer(SQLModel, table=True):
     # AES-GCM ciphertexts ("v1:<key id>:<base64>"); never the clear values.
     phone_enc: str | None = None
     address_enc: str | None = None
-    # Keyed blind index (HMAC) of the normalized phone, for lookup without decrypting.
-    phone_index: str | None = Field(default=None, index=True)
+    # Keyed blind index (HMAC) of the normalized phone: whether an event brings a new
+    # number, told without decrypting. Not indexed: lookups by phone go through
+    # customer_identities (migration 0009).
+    phone_index: str | None = None
     email: str | None = None
     merged_into_id: int | None = Field(default=None, foreign_key="customers.id")
     created_at: datetime | None = _ts(nullable=False)
