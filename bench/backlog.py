@@ -24,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, process_tree, status_mb, wait_port, with_settings  # noqa: E402
+from bench.common import free_port, process_tree, pss_mb, status_mb, wait_port, with_settings  # noqa: E402
 from connectors.website.simulator import WebsiteSimulator  # noqa: E402
 from hub import standard_webhooks  # noqa: E402
 from hub.pii import PiiCipher  # noqa: E402
@@ -136,7 +136,8 @@ class Drained:
     seconds: float
     pushes: int
     tickets: int
-    peak_rss_mb: float
+    peak_rss_mb: float   # each process's peak RSS, summed
+    peak_pss_mb: float   # the largest sum of PSS seen (shared pages counted once)
     processes: int
 
 
@@ -163,13 +164,14 @@ def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | 
     started = time.perf_counter()
     hub = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(config)], stdout=log,
                            stderr=subprocess.STDOUT, cwd=ROOT)
-    peak = 0.0
+    peak = peak_pss = 0.0
     try:
         wait_port(recv_port)
         pids: list[int] = []
         while True:
             pids = sorted(set(pids) | set(process_tree(hub.pid)))
             peak = max(peak, status_mb(pids))
+            peak_pss = max(peak_pss, pss_mb(pids))
             with urllib.request.urlopen(f"http://127.0.0.1:{recv_port}/count", timeout=10) as r:
                 answered = json.loads(r.read())["answered"]
             if answered >= expected:
@@ -187,7 +189,7 @@ def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | 
         receiver.terminate()
         receiver.wait(10)
     tickets = _count(url, "SELECT count(*) FROM tickets WHERE external_id NOT LIKE 'SEED%'")
-    return Drained(seconds, answered, tickets, peak, max(1, nproc - 1) if nproc > 1 else 1)
+    return Drained(seconds, answered, tickets, peak, peak_pss, max(1, nproc - 1) if nproc > 1 else 1)
 
 
 def _count(url: str, sql: str) -> int:

@@ -98,6 +98,21 @@ def status_mb(pids: list[int], field: str = "VmHWM") -> float:
     return total / 1024
 
 
+def pss_mb(pids: list[int]) -> float:
+    """The proportional set size of these processes, summed, in MB: each page
+    shared by k of them (the interpreter, the libraries' code, the OS's cache
+    of the database file) counted 1/k in each, so the sum is the memory they
+    take together. A sum of RSS counts a shared page once per process."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU these processes have used so far (all their threads), summed.
