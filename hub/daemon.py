@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from hub import backlog, samples, systemd
+from hub import backlog, samples, schema_version, systemd
 from hub.callbacks import CallbackSource
 from hub.circuit import CircuitBreaker
 from hub.config import HubConfig
@@ -242,7 +242,7 @@ class Hub:
 
     async def start(self, *, serve: bool = True) -> None:
         self._build()
-        if self.config.storage.auto_migrate:
+        if self.config.storage.auto_migrate and not await schema_version.is_current(self.db):
             await self.db.migrate()
         roles = self.roles
         sup = self.supervisor

@@ -35,7 +35,8 @@ How they are spread (:func:`plan`) depends on the database:
 parent by exec'ing ``python -m hub.processes`` in its place: the same PID
 (systemd's main process) without the hub's libraries — the parent only
 watches, and an interpreter that had loaded the whole hub would hold ~80 MB
-for nothing. The parent starts each child as ``hub run --role …`` — a fresh
+for nothing. The parent starts each child as ``python -m hub.child --role …`` (what
+``hub run --role …`` does, without the CLI's libraries: :mod:`hub.child`) — a fresh
 interpreter with the same config — and speaks the systemd notify protocol on both sides:
 each child notifies a socket the parent owns (READY, WATCHDOG, STATUS,
 STOPPING, exactly as it would systemd), and the parent tells systemd READY
@@ -177,7 +178,7 @@ class Parent:
         if fds:
             env["HUB_LISTEN_FD"] = str(fds[0])
         child.proc = subprocess.Popen(
-            [sys.executable, "-m", "hub", "run", "-c", str(self.config_path), "--role", describe(child.roles)],
+            [sys.executable, "-m", "hub.child", "--config", str(self.config_path), "--role", describe(child.roles)],
             env=env, preexec_fn=_die_with_parent, pass_fds=fds)
         child.ready = False
         child.last_ping = time.monotonic()
