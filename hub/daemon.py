@@ -24,6 +24,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from hub import backlog, samples, schema_version, systemd
 from hub.callbacks import CallbackSource
+from hub.checkpoint import Checkpointer
 from hub.circuit import CircuitBreaker
 from hub.config import HubConfig
 from hub.delivery import ActiveDestination, Deliverer
@@ -166,6 +167,7 @@ class Hub:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._gauges_lock = asyncio.Lock()  # stop() waits for a refresh in flight
         self.port: int | None = None
+        self.checkpointer: Checkpointer | None = None
 
     # ------------------------------------------------------------ wiring
 
@@ -272,6 +274,12 @@ class Hub:
                                                                 deliverer.completed))
         if "intake" in roles:
             sup.spawn("inbox-writer", lambda w: self.inbox.run(w.beat, sup.beat_every))
+        path = self.db.sqlite_path
+        if "processing" in roles and path is not None:
+            # One process checkpoints the file: the one that writes the most (hub.checkpoint).
+            ckpt = self.checkpointer = Checkpointer(path, self.config.storage.sqlite_checkpoint_every,
+                                                    self.config.storage.sqlite_synchronous)
+            sup.spawn("checkpointer", lambda w: ckpt.run(w.beat))
         if "processing" in roles and self.config.pipeline.enabled:
             # Without intake here intake's process wakes the pipeline (hub.wake, a hint):
             # it also looks for work itself, every pipeline.poll.
@@ -365,6 +373,10 @@ class Hub:
         self.deliverer.wake.set()
         self.deliverer.completed.set()
         await sup.stop(["pipeline", "delivery"], grace=30)
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            await sup.stop(["checkpointer"], grace=30)
+            await self.checkpointer.close()
         for listener in self._wake_listeners:
             listener.close()
         for sender in (self._wake_pipeline_elsewhere, self._wake_delivery_elsewhere):

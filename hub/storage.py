@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from hub.checkpoint import SAFETY_NET_PAGES
 from hub.errors import StorageUnavailable
 
 T = TypeVar("T")
@@ -67,6 +68,12 @@ class Database:
             # Long reads (the pipeline planning a batch) run on a thread of their own,
             # with a connection of their own: the writers' thread stays free for commits.
             self._read_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-sqlite-read")
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """The SQLite file (None on PostgreSQL or in memory)."""
+        path = sa.engine.make_url(self.url).database if self.is_sqlite else None
+        return path if path and path != ":memory:" else None
 
     @property
     def dialect(self) -> str:
@@ -302,6 +309,9 @@ def _configure_sqlite(dbapi_conn: Any, synchronous: str, busy_ms: int, cache_mb:
     cur.execute("PRAGMA foreign_keys=ON")
     # Negative: KiB. The cache only grows as pages are read (see StorageConfig.sqlite_cache_mb).
     cur.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
+    # Checkpoints are the pipeline process's business (hub.checkpoint); a commit
+    # copies pages itself only if the WAL grows past this.
+    cur.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
     cur.close()
 
 
