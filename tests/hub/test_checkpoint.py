@@ -26,10 +26,9 @@ async def test_commits_leave_the_wal_to_the_checkpointer(tmp_path: Path) -> None
         assert frames > 1000, "the commits copied the WAL themselves"
 
         ckpt = Checkpointer(str(path), every=0.05)
-        beats: list[int] = []
-        task = asyncio.create_task(ckpt.run(lambda: beats.append(1)))
-        while not beats:
-            await asyncio.sleep(0.01)
+        beat = asyncio.Event()
+        task = asyncio.create_task(ckpt.run(beat.set))
+        await asyncio.wait_for(beat.wait(), 5)
         assert ckpt.last is not None
         busy, in_wal, copied = ckpt.last
         assert busy == 0 and in_wal >= frames and copied == in_wal
