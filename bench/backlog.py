@@ -24,7 +24,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, process_tree, pss_mb, status_mb, wait_port, with_settings  # noqa: E402
+from bench.common import (  # noqa: E402
+    cpu_by_role,
+    free_port,
+    process_tree,
+    pss_mb,
+    status_mb,
+    wait_port,
+    with_settings,
+)
 from connectors.website.simulator import WebsiteSimulator  # noqa: E402
 from hub import standard_webhooks  # noqa: E402
 from hub.pii import PiiCipher  # noqa: E402
@@ -139,6 +147,13 @@ class Drained:
     peak_rss_mb: float   # each process's peak RSS, summed
     peak_pss_mb: float   # the largest sum of PSS seen (shared pages counted once)
     processes: int
+    cpu: dict[str, float]  # CPU seconds of each hub process by role, start to the last push
+
+    def cpu_line(self) -> str:
+        """The hub's CPU per ticket, by process role (steadier than a rate on a busy box)."""
+        per = {role: spent / max(1, self.tickets) * 1e6 for role, spent in sorted(self.cpu.items())}
+        return (f"hub CPU {sum(per.values()):.0f} µs a ticket: "
+                + ", ".join(f"{role} {us:.0f}" for role, us in per.items() if role != "parent"))
 
 
 def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | None = None,
@@ -165,6 +180,7 @@ def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | 
     hub = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(config)], stdout=log,
                            stderr=subprocess.STDOUT, cwd=ROOT)
     peak = peak_pss = 0.0
+    cpu: dict[str, float] = {}
     try:
         wait_port(recv_port)
         pids: list[int] = []
@@ -174,6 +190,7 @@ def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | 
             peak_pss = max(peak_pss, pss_mb(pids))
             with urllib.request.urlopen(f"http://127.0.0.1:{recv_port}/count", timeout=10) as r:
                 answered = json.loads(r.read())["answered"]
+            cpu = cpu_by_role(pids)
             if answered >= expected:
                 break
             if hub.poll() is not None:
@@ -189,7 +206,7 @@ def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | 
         receiver.terminate()
         receiver.wait(10)
     tickets = _count(url, "SELECT count(*) FROM tickets WHERE external_id NOT LIKE 'SEED%'")
-    return Drained(seconds, answered, tickets, peak, peak_pss, max(1, nproc - 1) if nproc > 1 else 1)
+    return Drained(seconds, answered, tickets, peak, peak_pss, max(1, nproc - 1) if nproc > 1 else 1, cpu)
 
 
 def _count(url: str, sql: str) -> int:

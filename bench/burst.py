@@ -46,6 +46,7 @@ def main() -> None:
           f"({d.tickets} tickets, {d.pushes} pushes answered)")
     print(f"memory of all the hub's processes: peak RSS summed {d.peak_rss_mb:.0f} MB (a page shared by "
           f"several processes counted in each), peak PSS summed {d.peak_pss_mb:.0f} MB (counted once)")
+    print(d.cpu_line())
     print("goal: >= 2000 tickets/s, peak memory < 300 MB")
 
 

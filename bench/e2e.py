@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import base64
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     bench_database,
     cpu_by_role,
+    cpu_seconds,
     free_port,
     process_tree,
     setting_arguments,
@@ -77,8 +79,17 @@ class Run:
     hung_latencies: list[float]     # the same, for tickets whose first attempt hung
     refused: int
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process role, first request → last push
+    harness: dict[str, float] = field(default_factory=dict)  # the bench's own CPU seconds: sender, receivers
     others: list[float] | None = None   # ack → last push answered at the destinations that stayed up
     drained: float | None = None        # seconds after it returned until the downed destination had all
+
+
+def _bench_cpu(receivers: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds so far of the bench's own parts, which share the box with the
+    hub: this process (it signs and sends the requests) and the receivers."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {"sender": own.ru_utime + own.ru_stime,
+            "receivers": sum(cpu_seconds([r.pid]) for r in receivers.values())}
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -185,6 +196,7 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
             site = WebsiteSimulator(secret=site_secret, seed=1111)
             messages = [site.request() for _ in range(args.requests)]
             cpu_before = cpu_by_role(process_tree(hub.pid))
+            bench_before = _bench_cpu(receivers)
             first_sent = time.time()
             acks, refused, ingest = asyncio.run(_send_all(f"http://127.0.0.1:{hub_port}/webhooks/site", site,
                                                           messages, args.concurrency, args.rate))
@@ -199,6 +211,7 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
                 got[outage] = asyncio.run(_wait_answered(ports[outage], args.requests, timeout=1800))
             cpu = {role: spent - cpu_before.get(role, 0.0)
                    for role, spent in cpu_by_role(process_tree(hub.pid)).items()}
+            harness = {k: v - bench_before.get(k, 0.0) for k, v in _bench_cpu(receivers).items()}
         finally:
             hub.terminate()
             hub.wait(60)
@@ -223,7 +236,7 @@ def run_once(label: str, args: argparse.Namespace, hang_fraction: float, work: P
     normal = [latency(t, every) for t in acks if not hung_first(t)]
     hung = [latency(t, every) for t in acks if hung_first(t)]
     last = max(a[3] for g in answered.values() for a in g.values())
-    run = Run(label, len(acks), ingest, last - first_sent, normal, hung, refused, cpu)
+    run = Run(label, len(acks), ingest, last - first_sent, normal, hung, refused, cpu, harness)
     if outage is not None:
         run.others = [latency(t, stayed) for t in acks]
         run.drained = max(a[3] for a in answered[outage].values()) - (returned or 0)
@@ -265,7 +278,9 @@ def main() -> None:
               f"{sum(r.cpu.values()) / r.sent * 1e6:>13.0f} µs")
     for r in runs:
         print(f"{r.label:30}hub CPU per ticket by process: " + ", ".join(
-            f"{role} {spent / r.sent * 1e6:.0f} µs" for role, spent in sorted(r.cpu.items())))
+            f"{role} {spent / r.sent * 1e6:.0f} µs" for role, spent in sorted(r.cpu.items()))
+            + "; the bench's own, on the same cores: " + ", ".join(
+            f"{part} {spent / r.sent * 1e6:.0f} µs" for part, spent in sorted(r.harness.items())))
     hung = runs[1].hung_latencies
     if hung:
         print(f"{'':30}the {len(hung)} hung pushes arrived after their retry: p50 {statistics.median(hung):.1f}s "
