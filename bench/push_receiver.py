@@ -1,5 +1,6 @@
 """A downstream system for the end-to-end benchmark, in a process of its own so
-it takes no CPU from the bench's sender: verifies each push's Standard
+it takes no CPU from the bench's sender, speaking HTTP/1.1 through
+bench/lean_http.py (it shares the hub's cores): verifies each push's Standard
 Webhooks signature, records when each webhook-id arrived, and can be told to
 sit on a share of first attempts (a destination that hangs on some pushes).
 
@@ -15,11 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import signal
 import time
+from typing import Any
 
 import orjson
-from aiohttp import web
 
+from bench import lean_http
 from hub import standard_webhooks
 from hub.errors import VerificationError
 
@@ -35,14 +38,23 @@ def main() -> None:
     arrivals: dict[str, list[object]] = {}
     cut = int(args.hang_fraction * 10_000)
     totals = {"answered": 0, "attempts": 0}
+    ok = orjson.dumps({"ok": True})
 
-    async def push(request: web.Request) -> web.Response:
-        body = await request.read()
-        headers = {k.lower(): v for k, v in request.headers.items()}
+    async def hang() -> tuple[int, bytes]:
+        await asyncio.sleep(args.hang_seconds)
+        return 200, ok  # long after the hub gave up on it
+
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        if method == "GET":
+            if path == "/count":
+                return 200, orjson.dumps(totals)
+            if path == "/arrivals":
+                return 200, orjson.dumps(arrivals)
+            return 404, b"{}"
         try:
             msg_id = standard_webhooks.verify([key], headers, body)
         except VerificationError as err:
-            return web.json_response({"error": str(err)}, status=401)
+            return 401, orjson.dumps({"error": str(err)})
         seen = arrivals.get(msg_id)
         if seen is None:
             doc = orjson.loads(body)
@@ -55,21 +67,22 @@ def main() -> None:
         totals["attempts"] += 1
         # Chosen by id, so the same pushes hang in every run; only their first attempt.
         if seen[2] == 1 and int(hashlib.sha1(msg_id.encode()).hexdigest()[:8], 16) % 10_000 < cut:
-            await asyncio.sleep(args.hang_seconds)
-            return web.json_response({"ok": True})  # long after the hub gave up on it
+            return hang()
         if seen[3] is None:
             seen[3] = time.time()
             totals["answered"] += 1
-        return web.json_response({"ok": True})
+        return 200, ok
 
-    async def report(_request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(arrivals), content_type="application/json")
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        server = await lean_http.serve("127.0.0.1", args.port, handle)
+        await stop.wait()
+        server.close()
 
-    app = web.Application(client_max_size=1 << 22)
-    app.router.add_post("/hook", push)
-    app.router.add_get("/arrivals", report)
-    app.router.add_get("/count", lambda _r: web.json_response(totals))
-    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None, shutdown_timeout=1)
+    asyncio.run(run())
 
 
 if __name__ == "__main__":
