@@ -98,9 +98,11 @@ class Database:
                 async with conn.begin():
                     yield conn
 
-    async def run_write(self, work: Callable[[sa.Connection], T]) -> T:
+    async def run_write(self, work: Callable[[sa.Connection], T], *, durable: bool = True) -> T:
         """Run ``work(conn)`` — plain synchronous SQLAlchemy Core — as one write
-        transaction: in the SQLite worker thread, or through asyncpg on PostgreSQL."""
+        transaction: in the SQLite worker thread, or through asyncpg on PostgreSQL.
+        ``durable=False``: see :meth:`run_sqlite_write` (PostgreSQL: the commit
+        does not wait for its WAL to reach the disk, ``synchronous_commit = off``)."""
         if self._sync_engine is not None and self._sync_thread is not None:
             engine = self._sync_engine
 
@@ -112,6 +114,8 @@ class Database:
 
             return await self._in_sqlite_thread(run)
         async with self.engine.connect() as aconn, aconn.begin():
+            if not durable:
+                await aconn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
             return await aconn.run_sync(work)
 
     async def run_read_sync(self, work: Callable[[sa.Connection], T]) -> T:
@@ -126,12 +130,21 @@ class Database:
 
         return await asyncio.get_running_loop().run_in_executor(self._read_thread, run)
 
-    async def run_sqlite_write(self, work: Callable[[sqlite3.Connection], T], *, urgent: bool = True) -> T:
+    async def run_sqlite_write(self, work: Callable[[sqlite3.Connection], T], *, urgent: bool = True,
+                               durable: bool = True) -> T:
         """SQLite only: ``work(conn)`` on a plain sqlite3 connection as one write
         transaction, in the sqlite thread. For the hottest writers (the inbox,
         ``urgent``: first in line for the lock; the pipeline's rendered batch):
         no SQLAlchemy layers, and the thread needs the GIL only between its few
-        statements — each time it does, it must win it from the event loop."""
+        statements — each time it does, it must win it from the event loop.
+
+        ``durable=False``: the commit does not wait for the disk (``synchronous
+        = NORMAL`` for this transaction). Still atomic, and safe from a crash
+        of the process; only a power cut or a kernel crash before the next
+        synced commit (anyone's: the WAL is one file) can undo it. For writes
+        whose loss repeats work rather than losing it — delivery's claims and
+        outcomes: a push whose outcome was lost is sent again under its
+        idempotency key."""
         assert self._sync_thread is not None, "run_sqlite_write is for SQLite"
 
         def run() -> T:
@@ -142,17 +155,29 @@ class Database:
                 conn.set_trace_callback(self._raw_trace)
                 self._raw = conn
             conn = self._raw
-            begin_immediate(conn.execute, self._pragmas[1] / 1000)
+            relaxed = not durable and self._pragmas[0].lower() == "full"
+            if relaxed:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                result = work(conn)
-                conn.execute("COMMIT")
-            except BaseException as err:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                if isinstance(err, sqlite3.OperationalError):  # e.g. disk I/O: start afresh next time
-                    self._raw = None
-                    conn.close()
-                raise
+                begin_immediate(conn.execute, self._pragmas[1] / 1000)
+                try:
+                    result = work(conn)
+                    conn.execute("COMMIT")
+                except BaseException as err:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    if isinstance(err, sqlite3.OperationalError):  # e.g. disk I/O: start afresh next time
+                        self._raw = None
+                        conn.close()
+                    raise
+            finally:
+                if relaxed and self._raw is conn:
+                    try:
+                        conn.execute("PRAGMA synchronous=FULL")
+                    except sqlite3.Error:  # never left relaxed for the next writer: a fresh one
+                        self._raw = None
+                        conn.close()
+                        raise
             return result
 
         return await self._in_sqlite_thread(run, urgent=urgent)
