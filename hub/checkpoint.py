@@ -32,6 +32,7 @@ from hub.supervisor import wait_at_most
 # keeping up (or not running) does a commit copy pages itself. 40,000 pages of
 # 4 KiB: a WAL of up to ~160 MB, ~10 s of a full-speed pipeline.
 SAFETY_NET_PAGES = 40_000
+SQLITE_AUTOCHECKPOINT = 1_000  # SQLite's own default: storage.sqlite_checkpoint_every = 0
 
 
 class Checkpointer:

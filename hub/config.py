@@ -135,8 +135,9 @@ class StorageConfig(Strict):
     # process over a million-event drain, for no speed (docs/throughput.md).
     sqlite_cache_mb: int = Field(default=16, ge=1, le=4096)
     # How often the process holding the pipeline copies the WAL's pages into
-    # the database file (hub.checkpoint), so that commits never do.
-    sqlite_checkpoint_every: Duration = Field(default=1.0, gt=0)
+    # the database file (hub.checkpoint), so that commits never do; 0 leaves
+    # it to SQLite, inside the commit that takes the WAL past 1,000 pages.
+    sqlite_checkpoint_every: Duration = Field(default=1.0, ge=0)
 
     @field_validator("url")
     @classmethod

@@ -24,7 +24,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from hub import backlog, samples, schema_version, systemd
 from hub.callbacks import CallbackSource
-from hub.checkpoint import Checkpointer
+from hub.checkpoint import SAFETY_NET_PAGES, SQLITE_AUTOCHECKPOINT, Checkpointer
 from hub.circuit import CircuitBreaker
 from hub.config import HubConfig
 from hub.delivery import ActiveDestination, Deliverer
@@ -139,7 +139,9 @@ class Hub:
         self._degraded = children(self.metrics.destination_degraded)
         self.db = Database(config.storage.url, sqlite_synchronous=config.storage.sqlite_synchronous,
                            busy_timeout=config.storage.sqlite_busy_timeout,
-                           sqlite_cache_mb=config.storage.sqlite_cache_mb)
+                           sqlite_cache_mb=config.storage.sqlite_cache_mb,
+                           sqlite_autocheckpoint=SAFETY_NET_PAGES if config.storage.sqlite_checkpoint_every
+                           else SQLITE_AUTOCHECKPOINT)
         self.cipher = PiiCipher.from_config(config.security)
         self.draining = False
         self.webhook_sources: dict[str, tuple[WebhookSource, InboundMapping]] = {}
@@ -275,7 +277,7 @@ class Hub:
         if "intake" in roles:
             sup.spawn("inbox-writer", lambda w: self.inbox.run(w.beat, sup.beat_every))
         path = self.db.sqlite_path
-        if "processing" in roles and path is not None:
+        if "processing" in roles and path is not None and self.config.storage.sqlite_checkpoint_every:
             # One process checkpoints the file: the one that writes the most (hub.checkpoint).
             ckpt = self.checkpointer = Checkpointer(path, self.config.storage.sqlite_checkpoint_every,
                                                     self.config.storage.sqlite_synchronous)

@@ -35,7 +35,8 @@ UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.Operation
 
 class Database:
     def __init__(self, url: str, *, sqlite_synchronous: str = "full", busy_timeout: float = 30.0,
-                 sqlite_cache_mb: int = 16, echo: bool = False):
+                 sqlite_cache_mb: int = 16, sqlite_autocheckpoint: int = SAFETY_NET_PAGES,
+                 echo: bool = False):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
@@ -53,7 +54,7 @@ class Database:
         self._read_thread: ThreadPoolExecutor | None = None
         self._raw: sqlite3.Connection | None = None  # the inbox's, used only in the sqlite thread
         self._raw_trace: Callable[[str], None] | None = None  # see trace_raw
-        self._pragmas = (sqlite_synchronous, int(busy_timeout * 1000), sqlite_cache_mb)
+        self._pragmas = (sqlite_synchronous, int(busy_timeout * 1000), sqlite_cache_mb, sqlite_autocheckpoint)
         if self.is_sqlite:
             _install_sqlite_hooks(self.engine.sync_engine, *self._pragmas)
             # Statement-heavy transactions (the pipeline) run on the plain sqlite3
@@ -282,10 +283,11 @@ class WriteLock:
         self._held = False
 
 
-def _install_sqlite_hooks(sync_engine: sa.Engine, synchronous: str, busy_ms: int, cache_mb: int) -> None:
+def _install_sqlite_hooks(sync_engine: sa.Engine, synchronous: str, busy_ms: int, cache_mb: int,
+                         autocheckpoint: int) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        _configure_sqlite(dbapi_conn, synchronous, busy_ms, cache_mb)
+        _configure_sqlite(dbapi_conn, synchronous, busy_ms, cache_mb, autocheckpoint)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
@@ -324,7 +326,8 @@ def begin_immediate(execute: Callable[[str], Any], timeout: float) -> None:
         execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
 
-def _configure_sqlite(dbapi_conn: Any, synchronous: str, busy_ms: int, cache_mb: int) -> None:
+def _configure_sqlite(dbapi_conn: Any, synchronous: str, busy_ms: int, cache_mb: int,
+                      autocheckpoint: int) -> None:
     # Take BEGIN into our own hands (see _on_begin), as SQLAlchemy's docs advise.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
@@ -334,9 +337,9 @@ def _configure_sqlite(dbapi_conn: Any, synchronous: str, busy_ms: int, cache_mb:
     cur.execute("PRAGMA foreign_keys=ON")
     # Negative: KiB. The cache only grows as pages are read (see StorageConfig.sqlite_cache_mb).
     cur.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
-    # Checkpoints are the pipeline process's business (hub.checkpoint); a commit
-    # copies pages itself only if the WAL grows past this.
-    cur.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
+    # With a checkpointer (hub.checkpoint) a commit copies pages itself only if the
+    # WAL grows past this safety net; without one, SQLite's own 1,000.
+    cur.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
     cur.close()
 
 

@@ -45,3 +45,14 @@ async def test_commits_leave_the_wal_to_the_checkpointer(tmp_path: Path) -> None
 def _wal_pages(path: Path) -> int:
     """Frames in the -wal file: a 32-byte header, then each page behind a 24-byte frame header."""
     return (Path(f"{path}-wal").stat().st_size - 32) // (4096 + 24)
+
+
+async def test_without_a_checkpointer_commits_checkpoint_as_sqlite_does(tmp_path: Path) -> None:
+    from hub.checkpoint import SQLITE_AUTOCHECKPOINT
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", sqlite_autocheckpoint=SQLITE_AUTOCHECKPOINT)
+    try:
+        got = await db.run_sqlite_write(lambda c: int(c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]))
+        assert got == SQLITE_AUTOCHECKPOINT
+    finally:
+        await db.close()
