@@ -13,9 +13,11 @@ So the hub's connections leave automatic checkpoints to a far higher mark
 process holding the pipeline runs a PASSIVE checkpoint every
 ``storage.sqlite_checkpoint_every`` on a connection and a thread of its own:
 it waits for no lock and makes nobody wait, and a hot page changed by ten
-batches meanwhile is copied once. Measured in-process on a million-customer
-database: ~25 µs less CPU an event, the pipeline's commits no longer
-stalling behind a copy (docs/throughput.md).
+batches meanwhile is copied once. Measured: in process on a million-customer
+database ~25 µs less CPU an event; 200,000-event bursts, alternated twice,
+1,985 / 2,216 tickets/s against 1,679 / 1,935 with SQLite's own checkpoints
+(docs/throughput.md). The WAL file grows larger meanwhile (~250 MB during a
+burst, against ~140 MB).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ What ``hub run --role ROLES`` does, without the command line around it:
 :mod:`hub.processes` starts each child this way, so a child never imports
 the CLI's libraries (typer, click), and — the schema checked without Alembic
 (:mod:`hub.schema_version`), ``hub run`` having migrated before it started
-the children — never Alembic either: ~12 MB less in each process for as
+the children — never Alembic either: ~10 MB less in each process for as
 long as it runs. Exit codes are the parent's: 2 (``CONFIG_ERROR``) when the
 config cannot run, which restarting would not mend; 1 for other failures to
 start; 0 after a drain.
