@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     cpu_by_role,
     free_port,
+    per_ticket,
     process_tree,
     pss_mb,
     status_mb,
@@ -151,9 +152,9 @@ class Drained:
 
     def cpu_line(self) -> str:
         """The hub's CPU per ticket, by process role (steadier than a rate on a busy box)."""
-        per = {role: spent / max(1, self.tickets) * 1e6 for role, spent in sorted(self.cpu.items())}
-        return (f"hub CPU {sum(per.values()):.0f} µs a ticket: "
-                + ", ".join(f"{role} {us:.0f}" for role, us in per.items() if role != "parent"))
+        roles = {role: spent for role, spent in self.cpu.items() if role != "parent"}
+        return (f"hub CPU {sum(self.cpu.values()) / max(1, self.tickets) * 1e6:.0f} µs a ticket: "
+                + per_ticket(roles, self.tickets))
 
 
 def drain(url: str, pii_key: bytes, expected: int, work: Path, processes: int | None = None,

@@ -141,3 +141,8 @@ def cpu_by_role(pids: list[int]) -> dict[str, float]:
             role = argv[argv.index(b"--role") + 1].decode()
         out[role] = out.get(role, 0.0) + cpu_seconds([pid])
     return out
+
+
+def per_ticket(cpu: dict[str, float], tickets: int) -> str:
+    """CPU seconds by role as microseconds a ticket: ``"delivery 258 µs, intake 186 µs"``."""
+    return ", ".join(f"{role} {spent / max(1, tickets) * 1e6:.0f} µs" for role, spent in sorted(cpu.items()))

@@ -57,6 +57,7 @@ from bench.common import (  # noqa: E402
     cpu_by_role,
     cpu_seconds,
     free_port,
+    per_ticket,
     process_tree,
     setting_arguments,
     storage_arguments,
@@ -291,10 +292,8 @@ def main() -> None:
               f"{_pct(r.latencies, 0.5):>18.3f}s{_pct(r.latencies, 0.99):>8.3f}s{r.refused:>6}"
               f"{sum(r.cpu.values()) / r.sent * 1e6:>13.0f} µs")
     for r in runs:
-        print(f"{r.label:30}hub CPU per ticket by process: " + ", ".join(
-            f"{role} {spent / r.sent * 1e6:.0f} µs" for role, spent in sorted(r.cpu.items()))
-            + "; the bench's own, on the same cores: " + ", ".join(
-            f"{part} {spent / r.sent * 1e6:.0f} µs" for part, spent in sorted(r.harness.items())))
+        print(f"{r.label:30}hub CPU per ticket by process: {per_ticket(r.cpu, r.sent)}"
+              f"; the bench's own, on the same cores: {per_ticket(r.harness, r.sent)}")
     hung = runs[1].hung_latencies
     if hung:
         print(f"{'':30}the {len(hung)} hung pushes arrived after their retry: p50 {statistics.median(hung):.1f}s "
