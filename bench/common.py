@@ -139,6 +139,8 @@ def cpu_by_role(pids: list[int]) -> dict[str, float]:
         role = "parent" if b"hub.processes" in argv else "all"
         if b"--role" in argv:
             role = argv[argv.index(b"--role") + 1].decode()
+        elif argv[0].startswith(b"hub: "):  # a forked child's title: "hub: ROLES (CONFIG)"
+            role = argv[0][5:].split(b" ", 1)[0].decode()
         out[role] = out.get(role, 0.0) + cpu_seconds([pid])
     return out
 

@@ -1,13 +1,14 @@
-"""A hub process the parent started: ``python -m hub.child --config PATH --role ROLES``.
+"""A hub process of ``hub run``: :func:`main` with ``--config PATH --role ROLES``.
 
-What ``hub run --role ROLES`` does, without the command line around it:
-:mod:`hub.processes` starts each child this way, so a child never imports
-the CLI's libraries (typer, click), and — the schema checked without Alembic
+What ``hub run --role ROLES`` does, without the command line around it.
+:mod:`hub.processes` forks each child from a parent that has imported this
+module and what it runs, then calls :func:`main`; ``python -m hub.child``
+runs the same in a fresh interpreter. Either way a child never imports the
+CLI's libraries (typer, click) nor — the schema checked without it
 (:mod:`hub.schema_version`), ``hub run`` having migrated before it started
-the children — never Alembic either: ~10 MB less in each process for as
-long as it runs. Exit codes are the parent's: 2 (``CONFIG_ERROR``) when the
-config cannot run, which restarting would not mend; 1 for other failures to
-start; 0 after a drain.
+the children — Alembic. Exit codes are the parent's: 2 (``CONFIG_ERROR``)
+when the config cannot run, which restarting would not mend; 1 for other
+failures to start; 0 after a drain.
 """
 
 from __future__ import annotations

@@ -94,6 +94,11 @@ async def test_processes_share_a_stream_and_survive_one_killed(
             # Kill one process mid-stream: on PostgreSQL the poll lease holder.
             children = hub.pids[1:]
             assert len(children) == 3
+            # Forked children name their roles for ps and systemctl status.
+            titles = sorted(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+                            for pid in children)
+            expected = ["intake,processing,delivery"] * 3 if postgres else ["delivery", "intake", "processing"]
+            assert titles == [f"hub: {roles} ({hub.config.resolve()})" for roles in expected]
             owner = await _lease_owner(db)
             assert owner is not None
             victim = _pid_of_owner(owner) if postgres else children[0]
