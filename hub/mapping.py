@@ -41,23 +41,32 @@ from hub.normalized import (
     TICKET_FIELDS,
     Normalized,
     check_identities,
-    check_section,
     nesting_depth_over,
+    section_checker,
 )
 from hub.redaction import describe
 from hub.yamlfile import YamlDoc, join_path, load_yaml
 
 Getter = Callable[[Any], Any]
 
+CHECK_TICKET = section_checker("ticket", TICKET_FIELDS)
+CHECK_ORDER = section_checker("order", ORDER_FIELDS)
+CHECK_CUSTOMER = section_checker("customer", CUSTOMER_FIELDS)
+CHECK_INTERACTION = section_checker("interaction", INTERACTION_FIELDS)
+CHECK_CALLBACK = section_checker("callback", CALLBACK_FIELDS)
+
 # --------------------------------------------------------------------- paths
 
 
-def compile_path(path: str) -> Getter:
-    """``a.b.0.c`` → a getter returning None when any step is missing."""
+def compile_path(path: str, *, empty_is_none: bool = False) -> Getter:
+    """``a.b.0.c`` → a getter returning None when any step is missing (and,
+    with ``empty_is_none``, when the value is ``""``)."""
     root = "body"
     if path.startswith("@"):
         root, _, path = path[1:].partition(".")
     steps: list[str | int] = [int(p) if p.lstrip("-").isdigit() else p for p in path.split(".") if p]
+    if steps and all(isinstance(s, str) for s in steps):
+        return _key_path(root, [str(s) for s in steps], empty_is_none)
 
     def get(doc: Any) -> Any:
         cur = doc.get(root) if isinstance(doc, dict) else None
@@ -70,7 +79,47 @@ def compile_path(path: str) -> Getter:
                 return None
             if cur is None:
                 return None
-        return cur
+        return None if empty_is_none and cur == "" else cur
+
+    return get
+
+
+def _key_path(root: str, keys: list[str], empty_is_none: bool) -> Getter:
+    """A path of object keys only (nearly every path): the same walk, unrolled
+    for the usual one to three keys — this runs for every field of every event."""
+    *inner, last = keys
+
+    def get(doc: Any) -> Any:
+        cur = doc.get(root) if isinstance(doc, dict) else None
+        for key in inner:
+            if not isinstance(cur, dict):
+                return None
+            cur = cur.get(key)
+        if not isinstance(cur, dict):
+            return None
+        value = cur.get(last)
+        return None if empty_is_none and value == "" else value
+
+    if len(inner) == 1:
+        k0 = inner[0]
+
+        def get(doc: Any) -> Any:
+            cur = doc.get(root) if isinstance(doc, dict) else None
+            if not isinstance(cur, dict):
+                return None
+            cur = cur.get(k0)
+            if not isinstance(cur, dict):
+                return None
+            value = cur.get(last)
+            return None if empty_is_none and value == "" else value
+    elif not inner:
+
+        def get(doc: Any) -> Any:
+            cur = doc.get(root) if isinstance(doc, dict) else None
+            if not isinstance(cur, dict):
+                return None
+            value = cur.get(last)
+            return None if empty_is_none and value == "" else value
 
     return get
 
@@ -123,7 +172,7 @@ class Compiler:
         """Compile one field spec into ``get(doc) -> value`` (raises FieldFailure)."""
         path_of = compile_template_path if self.template_paths else compile_path
         if isinstance(spec, str):
-            return self._null_ok(path_of(spec))
+            return compile_path(spec, empty_is_none=True) if not self.template_paths else self._null_ok(path_of(spec))
         if not isinstance(spec, dict):
             if isinstance(spec, (int, float, bool)) or spec is None:
                 return _const(spec)
@@ -190,6 +239,22 @@ class Compiler:
                 sub = Compiler(self.doc, self.problems, template_paths=True)
                 each = {k: sub.field(v, join_path(join_path(where, "each"), k)) for k, v in spec["each"].items()}
         label = where
+        if len(getters) == 1 and each is None and vmap is None and default is None and not required:
+            # The usual spec, a path and perhaps a cast: nothing else to decide per event.
+            only = getters[0]
+
+            def plain(doc: Any) -> Any:
+                value = only(doc)
+                if value is None or value == "":
+                    return None
+                if cast is None:
+                    return value
+                try:
+                    return cast(value)
+                except CastError as err:
+                    raise FieldFailure(f"{label}: {err}") from None
+
+            return plain
 
         def get(doc: Any) -> Any:
             value = None
@@ -297,9 +362,9 @@ class InboundMapping:
         if self._interaction is not None:
             turn = {k: g(doc) for k, g in self._interaction.items()}
             if turn.get("kind") not in _EMPTY:  # else this event is not a conversation turn
-                interaction = check_section("interaction", turn, INTERACTION_FIELDS)
+                interaction = CHECK_INTERACTION(turn)
         if self._callback is not None:
-            cb = check_section("callback", {k: g(doc) for k, g in self._callback.items()}, CALLBACK_FIELDS)
+            cb = CHECK_CALLBACK({k: g(doc) for k, g in self._callback.items()})
             if cb.get("ticket_id") in _EMPTY:
                 raise Quarantine("callback.ticket_id is missing")
             return Normalized(ticket={}, order=None, customer={}, identities=[], callback=cb)
@@ -311,12 +376,10 @@ class InboundMapping:
         for key in REQUIRED_TICKET:
             if ticket.get(key) in _EMPTY:
                 raise Quarantine(f"ticket.{key} is missing")
-        ticket = check_section("ticket", ticket, TICKET_FIELDS)
+        ticket = CHECK_TICKET(ticket)
         order = {k: g(doc) for k, g in self._order.items()}
-        order_out = (check_section("order", order, ORDER_FIELDS)
-                     if order.get("external_id") not in _EMPTY else None)
-        customer = check_section("customer", {k: g(doc) for k, g in self._customer.items()},
-                                 CUSTOMER_FIELDS)
+        order_out = CHECK_ORDER(order) if order.get("external_id") not in _EMPTY else None
+        customer = CHECK_CUSTOMER({k: g(doc) for k, g in self._customer.items()})
         idents = check_identities([(k, v) for k, g in self._identities.items()
                                    if (v := g(doc)) not in _EMPTY])
         return Normalized(ticket=ticket, order=order_out, customer=customer, identities=idents,
