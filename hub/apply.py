@@ -198,7 +198,7 @@ class Records:
                  destinations: dict[str, DestinationRuntime]):
         self.conn = conn
         self.db = db
-        self.cipher = cipher
+        self.cipher = cipher.remembering()  # for this batch: each phone opened, sealed, indexed once
         self.rules = rules
         self.destinations = destinations
         self.ids = Ids(conn, db.is_sqlite)

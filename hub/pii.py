@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hashlib
 import hmac
 import os
@@ -167,6 +168,19 @@ class PiiCipher:
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"hub blind index v1"
         ).derive(first)
 
+    # ciphertext → clear text, and phone → blind index, in a remembering copy
+    _memo: dict[str, str] | None = None
+    _indexes: dict[str, str | None] | None = None
+
+    def remembering(self) -> PiiCipher:
+        """A copy that remembers what it sealed, opened and indexed, for one
+        pipeline batch: a customer's phone and address are opened again for
+        every push that shows them, and each opening is an AES-GCM call. Kept
+        for the batch only: clear text lives no longer than the batch does."""
+        twin = copy.copy(self)
+        twin._memo, twin._indexes = {}, {}
+        return twin
+
     @classmethod
     def from_config(cls, security: Any) -> PiiCipher:
         """From the config's ``security`` section: pii_key and previous_pii_keys."""
@@ -184,7 +198,10 @@ class PiiCipher:
     def encrypt(self, plain: str | None) -> str | None:
         if plain is None or plain == "":
             return None
-        return self._seal(plain.encode("utf-8"))
+        stored = self._seal(plain.encode("utf-8"))
+        if self._memo is not None:
+            self._memo[stored] = plain
+        return stored
 
     def _seal(self, data: bytes) -> str:
         kid, aead = self._current
@@ -195,6 +212,14 @@ class PiiCipher:
     def decrypt(self, stored: str | None) -> str | None:
         if stored is None:
             return None
+        if self._memo is not None:
+            plain = self._memo.get(stored)
+            if plain is None:
+                plain = self._memo[stored] = self._open(stored)
+            return plain
+        return self._open(stored)
+
+    def _open(self, stored: str) -> str:
         version, kid, data = stored.split(":", 2)
         if version != "v1" or kid not in self._by_id:
             raise ValueError(f"cannot decrypt PII sealed with key {kid!r}")
@@ -211,6 +236,13 @@ class PiiCipher:
         return (self.decrypt(stored) or "") if stored.startswith("v1:") else stored
 
     def blind_index(self, phone: str | None) -> str | None:
+        if self._indexes is not None and phone is not None:
+            if phone not in self._indexes:
+                self._indexes[phone] = self._index(phone)
+            return self._indexes[phone]
+        return self._index(phone)
+
+    def _index(self, phone: str | None) -> str | None:
         norm = normalize_phone(phone)
         if not norm:
             return None

@@ -186,3 +186,17 @@ def test_gcm_nonces_never_repeat_across_refills_or_a_fork() -> None:
     assert len(child) == 600 and child != parent
     child_nonces = {child[i:i + 12] for i in range(0, 600, 12)}
     assert not child_nonces & {parent[i:i + 12] for i in range(0, 600, 12)}
+
+
+def test_a_remembering_copy_opens_what_it_sealed_without_the_key_and_agrees_with_the_original() -> None:
+    cipher = PiiCipher(os.urandom(32))
+    twin = cipher.remembering()
+    stored = twin.encrypt("13800138000")
+    assert stored is not None and "13800138000" not in stored
+    assert cipher.decrypt(stored) == "13800138000"  # what the copy seals, anyone with the key opens
+    twin._by_id = {}  # the key gone: only the memory can open it now
+    assert twin.decrypt(stored) == "13800138000"
+    with pytest.raises(ValueError):
+        twin.decrypt(cipher.encrypt("13900139000"))  # never seen: it needs the key
+    assert twin.blind_index("+86 138-0013-8000") == cipher.blind_index("13800138000")
+    assert cipher._memo is None  # the original remembers nothing
