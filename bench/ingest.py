@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
     bench_database,
+    cpu_by_role,
     free_port,
     process_tree,
     status_mb,
@@ -118,17 +119,7 @@ def run_wrk(url: str, script: Path, data: Path, seconds: float, connections: int
 
 def process_cpu(pid: int) -> str:
     """CPU seconds of each of the hub's processes, with its roles."""
-    out = []
-    for p in process_tree(pid):
-        args = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
-        role = args[args.index(b"--role") + 1].decode() if b"--role" in args else "parent" if p == pid else "all"
-        out.append(f"{role} {cpu_seconds_of(p):.1f} s")
-    return ", ".join(out)
-
-
-def cpu_seconds_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return ", ".join(f"{role} {spent:.1f} s" for role, spent in cpu_by_role(process_tree(pid)).items())
 
 
 def peak_rss_mb(pid: int) -> float:
