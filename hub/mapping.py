@@ -86,36 +86,38 @@ def compile_path(path: str, *, empty_is_none: bool = False) -> Getter:
 
 def _key_path(root: str, keys: list[str], empty_is_none: bool) -> Getter:
     """A path of object keys only (nearly every path): the same walk, unrolled
-    for the usual one to three keys — this runs for every field of every event."""
+    for the usual one or two keys — this runs for every field of every event."""
     *inner, last = keys
-
-    def get(doc: Any) -> Any:
-        cur = doc.get(root) if isinstance(doc, dict) else None
-        for key in inner:
-            if not isinstance(cur, dict):
-                return None
-            cur = cur.get(key)
-        if not isinstance(cur, dict):
-            return None
-        value = cur.get(last)
-        return None if empty_is_none and value == "" else value
-
-    if len(inner) == 1:
-        k0 = inner[0]
+    if not inner:
 
         def get(doc: Any) -> Any:
             cur = doc.get(root) if isinstance(doc, dict) else None
-            if not isinstance(cur, dict):
-                return None
-            cur = cur.get(k0)
             if not isinstance(cur, dict):
                 return None
             value = cur.get(last)
             return None if empty_is_none and value == "" else value
-    elif not inner:
+
+    elif len(inner) == 1:
+        first = inner[0]
 
         def get(doc: Any) -> Any:
             cur = doc.get(root) if isinstance(doc, dict) else None
+            if not isinstance(cur, dict):
+                return None
+            cur = cur.get(first)
+            if not isinstance(cur, dict):
+                return None
+            value = cur.get(last)
+            return None if empty_is_none and value == "" else value
+
+    else:
+
+        def get(doc: Any) -> Any:
+            cur = doc.get(root) if isinstance(doc, dict) else None
+            for key in inner:
+                if not isinstance(cur, dict):
+                    return None
+                cur = cur.get(key)
             if not isinstance(cur, dict):
                 return None
             value = cur.get(last)
@@ -172,7 +174,9 @@ class Compiler:
         """Compile one field spec into ``get(doc) -> value`` (raises FieldFailure)."""
         path_of = compile_template_path if self.template_paths else compile_path
         if isinstance(spec, str):
-            return compile_path(spec, empty_is_none=True) if not self.template_paths else self._null_ok(path_of(spec))
+            if self.template_paths:
+                return self._null_ok(path_of(spec))
+            return compile_path(spec, empty_is_none=True)
         if not isinstance(spec, dict):
             if isinstance(spec, (int, float, bool)) or spec is None:
                 return _const(spec)

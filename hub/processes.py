@@ -133,8 +133,8 @@ def describe(roles: frozenset[str]) -> str:
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: killed when the parent dies (a SIGKILL of the
-    hub is a crash of all of it, never orphans still writing)."""
+    """In the child, just after the fork: killed when the parent dies (a SIGKILL
+    of the hub is a crash of all of it, never orphans still writing)."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -226,7 +226,7 @@ class Parent:
 
                 code = child_main.main(argv)
             except SystemExit as exit_:
-                code = exit_.code if isinstance(exit_.code, int) else 1
+                code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -446,7 +446,8 @@ def become_parent(config_path: Path, roles: list[frozenset[str]], cfg: HubConfig
             "--max-backoff", str(cfg.supervisor.max_backoff), "--log-level", cfg.logging.level,
             "--log-format", cfg.logging.format, "--repeat-limit", str(cfg.logging.repeat_limit),
             "--repeat-window", str(cfg.logging.repeat_window),
-            "--storage", "sqlite" if cfg.storage.url.startswith("sqlite") else "postgresql", "--plan", ";".join(describe(r) for r in roles)]
+            "--storage", "sqlite" if cfg.storage.url.startswith("sqlite") else "postgresql",
+            "--plan", ";".join(describe(r) for r in roles)]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)

@@ -12,7 +12,8 @@ import pytest
 
 from hub.errors import MappingError, Quarantine
 from hub.inbox import event_document
-from hub.mapping import MappingSet, default_mappings_dir, load_mapping
+from hub.mapping import MappingSet, compile_path, default_mappings_dir, load_mapping
+from hub.normalized import nesting_depth_over
 
 SAMPLES = sorted(default_mappings_dir().glob("tests/*/*.input.json"))
 
@@ -91,3 +92,46 @@ def test_mapping_test_command_prints_the_normalized_records() -> None:
     assert out["mapping"] == "website@1"
     assert out["ticket"]["refund_amount"] == 5990
     assert out["order"] == {"external_id": "SO8812034412"}
+
+
+@pytest.mark.parametrize(("path", "body", "expected"), [
+    ("a", {"a": 1}, 1),
+    ("a", {"a": ""}, ""),
+    ("a", [1], None),                                   # the body is a list: no key
+    ("a.b", {"a": {"b": "x"}}, "x"),
+    ("a.b", {"a": "text"}, None),                       # a step into text
+    ("a.b", {"a": None}, None),
+    ("a.b", {"a": [{"b": 1}]}, None),                   # a key of a list
+    ("a.b.c", {"a": {"b": {"c": False}}}, False),
+    ("a.b.c.d", {"a": {"b": {"c": {"d": 0}}}}, 0),
+    ("a.b.c.d", {"a": {"b": {"c": 5}}}, None),
+    ("a.1.b", {"a": [{"b": 1}, {"b": 2}]}, 2),           # an index: the general walk
+    ("a.-1", {"a": [7, 8]}, 8),
+    ("a.2", {"a": [7, 8]}, None),
+])
+def test_compiled_paths_walk_objects_and_lists_and_stop_at_anything_else(path: str, body: object,
+                                                                          expected: object) -> None:
+    got = compile_path(path)({"body": body, "headers": {}})
+    assert got == expected and type(got) is type(expected)
+    # A field given as a bare path reads "" as absent, whichever walk it takes.
+    as_field = compile_path(path, empty_is_none=True)({"body": body})
+    assert as_field == (None if expected == "" else expected)
+
+
+def test_a_header_path_reads_the_headers() -> None:
+    assert compile_path("@headers.webhook-id")({"body": {}, "headers": {"webhook-id": "m1"}}) == "m1"
+    assert compile_path("@headers.webhook-id")({"body": {}, "headers": None}) is None
+    assert compile_path("@source.id")({"source": {"id": "site"}}) == "site"
+
+
+def test_nesting_is_measured_to_the_limit_and_no_further() -> None:
+    doc: object = "leaf"
+    for _ in range(10):
+        doc = {"k": [doc]}  # 20 levels of containers
+    assert not nesting_depth_over(doc, limit=20)
+    assert nesting_depth_over(doc, limit=19)
+    assert not nesting_depth_over("text") and not nesting_depth_over([])
+    deep: object = []
+    for _ in range(100_000):  # far past the recursion limit: the walk stops at the limit
+        deep = [deep]
+    assert nesting_depth_over(deep)
