@@ -14,6 +14,20 @@ Three stages, each a module of its own and tested on a bare database:
 All of it is one transaction with the raw events' new states (transactional
 outbox): a crash anywhere loses nothing and doubles nothing.
 
+**On SQLite the batch's commit does not wait for the disk** (``durable=False``,
+``synchronous = NORMAL`` for that transaction; intake's commits stay synced).
+What it writes is derived from raw events that are: a crash of the process
+loses nothing, and a power cut can only take back a suffix of the WAL — the
+last batches (and delivery's last outcomes) since anyone's synced commit or
+the last checkpoint, never an earlier batch without the later ones. Their
+raw events are then pending again and are processed again in the same
+order, to the same ids (the largest plus one, :class:`hub.apply.Ids`) and
+so to the same push idempotency keys: a push already sent is sent again
+under its key, exactly once in effect. Not on PostgreSQL: ids come from
+sequences there, which do not roll back, so a replay would make new keys.
+Measured in process with a million customers seeded, the commit's fsync
+was ~80 µs an event of the pipeline's ~590 (20,000 events).
+
 One event is one unit of failure. Whatever an event makes the mapping, a
 cast or the apply stage raise, that event is quarantined with a reason free
 of PII (its changes in memory undone) and the rest of the batch goes on. A
@@ -143,7 +157,7 @@ class Pipeline:
                 # driver's statements and the commit (hub.apply, hub.bulk).
                 plan = await self.db.run_read_sync(lambda c: self._render(self._plan(c, size)))
                 assert plan.rendered is not None
-                await self.db.run_sqlite_write(plan.rendered.run, urgent=False)
+                await self.db.run_sqlite_write(plan.rendered.run, urgent=False, durable=False)
                 self._claimed = []
                 results = plan.results
             else:
