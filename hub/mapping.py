@@ -85,43 +85,20 @@ def compile_path(path: str, *, empty_is_none: bool = False) -> Getter:
 
 
 def _key_path(root: str, keys: list[str], empty_is_none: bool) -> Getter:
-    """A path of object keys only (nearly every path): the same walk, unrolled
-    for the usual one or two keys — this runs for every field of every event."""
+    """A path of object keys only (nearly every path): no typed steps to tell
+    apart, and this runs for every field of every event."""
     *inner, last = keys
-    if not inner:
 
-        def get(doc: Any) -> Any:
-            cur = doc.get(root) if isinstance(doc, dict) else None
+    def get(doc: Any) -> Any:
+        cur = doc.get(root) if isinstance(doc, dict) else None
+        for key in inner:
             if not isinstance(cur, dict):
                 return None
-            value = cur.get(last)
-            return None if empty_is_none and value == "" else value
-
-    elif len(inner) == 1:
-        first = inner[0]
-
-        def get(doc: Any) -> Any:
-            cur = doc.get(root) if isinstance(doc, dict) else None
-            if not isinstance(cur, dict):
-                return None
-            cur = cur.get(first)
-            if not isinstance(cur, dict):
-                return None
-            value = cur.get(last)
-            return None if empty_is_none and value == "" else value
-
-    else:
-
-        def get(doc: Any) -> Any:
-            cur = doc.get(root) if isinstance(doc, dict) else None
-            for key in inner:
-                if not isinstance(cur, dict):
-                    return None
-                cur = cur.get(key)
-            if not isinstance(cur, dict):
-                return None
-            value = cur.get(last)
-            return None if empty_is_none and value == "" else value
+            cur = cur.get(key)
+        if not isinstance(cur, dict):
+            return None
+        value = cur.get(last)
+        return None if empty_is_none and value == "" else value
 
     return get
 
@@ -175,7 +152,7 @@ class Compiler:
         path_of = compile_template_path if self.template_paths else compile_path
         if isinstance(spec, str):
             if self.template_paths:
-                return self._null_ok(path_of(spec))
+                return self._null_ok(compile_template_path(spec))
             return compile_path(spec, empty_is_none=True)
         if not isinstance(spec, dict):
             if isinstance(spec, (int, float, bool)) or spec is None:

@@ -1,7 +1,7 @@
 """What one raw event says in the standard model's terms, and the shape it must have.
 
 A mapping reads whatever the platform sent; before any of it reaches the
-database, :func:`check` holds each field to its kind — text is text, an
+database, :func:`section_checker` holds each field to its kind — text is text, an
 amount is whole fen in range, a time is an aware datetime in range, items are
 a bounded list of flat objects, a code is one of its values — so a wrong
 type is a quarantine with a reason, never a database error that rolls back a
@@ -168,18 +168,14 @@ def _value(where: str, kind: Any, v: Any) -> Any:
     return v  # "json": any JSON value; nesting is bounded for the whole body
 
 
-def check_section(name: str, values: dict[str, Any], kinds: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with each field held to its kind (numbers as text where text is
-    wanted); Quarantine naming the field otherwise. None means absent."""
-    return {k: (None if v is None else _value(f"{name}.{k}", kinds[k], v)) for k, v in values.items()}
-
-
 Check = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def section_checker(name: str, kinds: dict[str, Any]) -> Check:
-    """:func:`check_section` for one section, each field's check chosen once
-    (what a compiled mapping runs for every event)."""
+    """The check of one section: ``values`` with each field held to its kind
+    (numbers as text where text is wanted), Quarantine naming the field
+    otherwise; None means absent. Each field's check is chosen once, here:
+    a compiled mapping runs it for every event."""
     checks = {k: _field_check(f"{name}.{k}", kind) for k, kind in kinds.items()}
 
     def check(values: dict[str, Any]) -> dict[str, Any]:

@@ -143,9 +143,10 @@ class Database:
         = NORMAL`` for this transaction). Still atomic, and safe from a crash
         of the process; only a power cut or a kernel crash before the next
         synced commit (anyone's: the WAL is one file) can undo it. For writes
-        whose loss repeats work rather than losing it — delivery's claims and
-        outcomes: a push whose outcome was lost is sent again under its
-        idempotency key."""
+        whose loss repeats work rather than losing it: delivery's claims and
+        outcomes (a push whose outcome was lost is sent again under its
+        idempotency key) and the pipeline's batches (made again from their
+        synced raw events, :mod:`hub.pipeline`)."""
         assert self._sync_thread is not None, "run_sqlite_write is for SQLite"
 
         def run() -> T:

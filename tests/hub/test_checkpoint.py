@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from hub.checkpoint import SAFETY_NET_PAGES, Checkpointer
+from hub.checkpoint import SAFETY_NET_PAGES, SQLITE_AUTOCHECKPOINT, Checkpointer
 from hub.storage import Database
 
 
@@ -48,8 +48,6 @@ def _wal_pages(path: Path) -> int:
 
 
 async def test_without_a_checkpointer_commits_checkpoint_as_sqlite_does(tmp_path: Path) -> None:
-    from hub.checkpoint import SQLITE_AUTOCHECKPOINT
-
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", sqlite_autocheckpoint=SQLITE_AUTOCHECKPOINT)
     try:
         got = await db.run_sqlite_write(lambda c: int(c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]))
