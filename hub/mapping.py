@@ -134,6 +134,18 @@ _SPEC_KEYS = {"path", "paths", "jmespath", "value", "default", "map", "map_defau
 _EMPTY = (None, "")
 
 
+def _failing_as_field(cast: Callable[[Any], Any], label: str) -> Callable[[Any], Any]:
+    """``cast``, its CastError raised as the field's FieldFailure (a quarantine reason)."""
+
+    def run(value: Any) -> Any:
+        try:
+            return cast(value)
+        except CastError as err:
+            raise FieldFailure(f"{label}: {err}") from None
+
+    return run
+
+
 class FieldFailure(Exception):
     """A field could not be produced; becomes the raw event's quarantine reason."""
 
@@ -151,9 +163,7 @@ class Compiler:
         """Compile one field spec into ``get(doc) -> value`` (raises FieldFailure)."""
         path_of = compile_template_path if self.template_paths else compile_path
         if isinstance(spec, str):
-            if self.template_paths:
-                return self._null_ok(compile_template_path(spec))
-            return compile_path(spec, empty_is_none=True)
+            return self._null_ok(path_of(spec)) if self.template_paths else compile_path(spec, empty_is_none=True)
         if not isinstance(spec, dict):
             if isinstance(spec, (int, float, bool)) or spec is None:
                 return _const(spec)
@@ -209,9 +219,11 @@ class Compiler:
                     self.error(join_path(where, key), f"{spec[key]!r} is not one of {', '.join(allowed)}")
         cast: Callable[[Any], Any] | None = None
         if "cast" in spec:
-            cast = CASTS.get(str(spec["cast"]))
-            if cast is None:
+            known = CASTS.get(str(spec["cast"]))
+            if known is None:
                 self.error(join_path(where, "cast"), f"unknown cast {spec['cast']!r}; known: {', '.join(CASTS)}")
+            else:
+                cast = _failing_as_field(known, where)
         each: dict[str, Getter] | None = None
         if "each" in spec:
             if not isinstance(spec["each"], dict):
@@ -228,12 +240,7 @@ class Compiler:
                 value = only(doc)
                 if value is None or value == "":
                     return None
-                if cast is None:
-                    return value
-                try:
-                    return cast(value)
-                except CastError as err:
-                    raise FieldFailure(f"{label}: {err}") from None
+                return value if cast is None else cast(value)
 
             return plain
 
@@ -260,10 +267,7 @@ class Compiler:
                 else:
                     raise FieldFailure(f"{label}: value {describe(value)} has no entry in the map")
             if cast is not None and value is not None:
-                try:
-                    value = cast(value)
-                except CastError as err:
-                    raise FieldFailure(f"{label}: {err}") from None
+                value = cast(value)
             if each is not None:
                 if not isinstance(value, list):
                     raise FieldFailure(f"{label}: expected a list, got {describe(value)}")
