@@ -2,8 +2,8 @@
 
 For one claimed batch, :class:`Records` loads what the batch touches — the
 identities it names, their customers, the tickets and orders it names, the
-open tickets of those customers — with one query per table (``kind IN … AND
-value IN …`` shapes, so every lookup is an index search, never a scan), then
+open tickets of those customers — with one query per table
+(:mod:`hub.loads`: every lookup an index search, never a scan), then
 applies the events one after another *in memory*, in raw-event order (so the
 events of one ticket in one batch apply in order and each sees the last), and
 finally writes what changed with one statement per table: new rows as
@@ -36,7 +36,6 @@ pipeline one event at a time, against what the other committed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -49,6 +48,7 @@ from hub.config import SyncRule
 from hub.errors import Quarantine
 from hub.lifecycle import OPEN_STATUSES, Outcome, can_move, decide
 from hub.linking import WEAK_KINDS, identity_pairs
+from hub.loads import Reader, Where
 from hub.normalized import Normalized
 from hub.outbox_rows import outbox_rows
 from hub.pii import PiiCipher, normalize_phone
@@ -74,6 +74,9 @@ UPDATABLE = ("type", "reason_code", "reason_text", "description", "priority", "r
 TICKET_WRITES = (*UPDATABLE, "status", "order_id", "customer_id", "source_updated_at", "flags", "updated_at")
 CUSTOMER_WRITES = ("display_name", "phone_enc", "phone_index", "address_enc", "email", "merged_into_id",
                    "updated_at")
+# What the pipeline reads of a customer's identities: the index (customer_id,
+# kind, value) holds them all, id being the row's own key (migration 0010).
+IDENTITY_COLUMNS = ("id", "customer_id", "kind", "value")
 ORDER_WRITES = ("status", "paid_amount", "pay_reference", "items", "customer_id", "placed_at", "is_stub", "updated_at")
 
 
@@ -176,21 +179,6 @@ class Ids:
             {"t": table.name, "n": n})]
 
 
-def _in_pairs(a: sa.ColumnElement[Any], b: sa.ColumnElement[Any], pairs: Iterable[tuple[Any, Any]]) -> Any:
-    """``(a = x AND b IN (…x's…)) OR (a = y AND b IN (…y's…)) …``: one index search
-    per pair asked for, on both databases. A row-value ``(a, b) IN (…)`` is a full
-    scan on SQLite, and ``a IN (…) AND b IN (…)`` searches every combination —
-    three kinds of identity times 750 values for a batch of 250, each search a
-    walk down an index of millions that the page cache, reset by every other
-    connection's commit, no longer holds. ``a`` has few distinct values (kinds,
-    sources, channels). Callers still keep only the exact pairs they asked for."""
-    by_first: dict[Any, set[Any]] = {}
-    for first, second in pairs:
-        by_first.setdefault(first, set()).add(second)
-    terms = [sa.and_(a == first, b.in_(sorted(seconds))) for first, seconds in sorted(by_first.items())]
-    return terms[0] if len(terms) == 1 else sa.or_(*terms)
-
-
 class Records:
     """What one batch touches, in memory, and what it changed."""
 
@@ -202,6 +190,7 @@ class Records:
         self.rules = rules
         self.destinations = destinations
         self.ids = Ids(conn, db.is_sqlite)
+        self.read = Reader(conn, db)
         self.customers: dict[int, Row] = {}
         self.owner: dict[tuple[str, str], int] = {}           # identity → customer (as stored)
         self.identities_of: dict[int, list[Row]] = {}          # customer → its identities, by id
@@ -264,50 +253,40 @@ class Records:
 
     def load(self, events: list[Event]) -> None:
         """Everything the batch touches, one query per table (a few when it must chase merges)."""
-        c = self.conn
+        read = self.read
         for ev in events:
             ev.pairs = identity_pairs(self.cipher, ev.n.identities)
         pairs = {p for ev in events for p in ev.pairs}
         found: set[int] = set()
-        if pairs:
-            for r in c.execute(sa.select(identities.c.customer_id, identities.c.kind, identities.c.value)
-                               .where(_in_pairs(identities.c.kind, identities.c.value, pairs))):
-                if (r.kind, r.value) in pairs:
-                    self.owner[(r.kind, r.value)] = r.customer_id
-                    found.add(r.customer_id)
+        for r in read.rows(identities, Where().pairs("kind", "value", pairs), ("customer_id", "kind", "value")):
+            if (r["kind"], r["value"]) in pairs:
+                self.owner[(r["kind"], r["value"])] = r["customer_id"]
+                found.add(r["customer_id"])
         follows = {(ev.source.config.id, str(ev.n.interaction["follows"])) for ev in events
                    if ev.n.interaction is not None and ev.n.interaction.get("follows")}
         ticket_ids: set[int] = set()
-        if follows:
-            for r in c.execute(sa.select(raw_events.c.source_id, raw_events.c.dedupe_key, raw_events.c.ticket_id)
-                               .where(_in_pairs(raw_events.c.source_id, raw_events.c.dedupe_key, follows))):
-                if (r.source_id, r.dedupe_key) in follows and r.ticket_id is not None:
-                    self.event_ticket[(r.source_id, r.dedupe_key)] = r.ticket_id
-                    ticket_ids.add(r.ticket_id)
+        for r in read.rows(raw_events, Where().pairs("source_id", "dedupe_key", follows),
+                           ("source_id", "dedupe_key", "ticket_id")):
+            if (r["source_id"], r["dedupe_key"]) in follows and r["ticket_id"] is not None:
+                self.event_ticket[(r["source_id"], r["dedupe_key"])] = r["ticket_id"]
+                ticket_ids.add(r["ticket_id"])
         for ev in events:
             if ev.n.callback is not None and str(ev.n.callback["ticket_id"]).isdigit():
                 self.called_back.add(int(ev.n.callback["ticket_id"]))
         ticket_ids |= self.called_back
         keys = {(ev.source.config.id, str(ev.n.ticket["external_id"])) for ev in events
                 if ev.n.callback is None and not (ev.n.interaction is not None and ev.n.interaction.get("follows"))}
-        conditions = []
-        if keys:
-            conditions.append(_in_pairs(tickets.c.source_id, tickets.c.external_id, keys))
-        if ticket_ids:
-            conditions.append(tickets.c.id.in_(sorted(ticket_ids)))
-        if conditions:
-            self._load_tickets(sa.or_(*conditions), keys)
+        self._load_tickets(Where().pairs("source_id", "external_id", keys).values("id", ticket_ids), keys)
         found.update(t.customer_id for t in self.tickets.values() if t.customer_id is not None)
         self._load_customers(found)
         roots = set(self.customers)
         if roots:
-            for r in c.execute(sa.select(identities).where(identities.c.customer_id.in_(sorted(roots)))
-                               .order_by(identities.c.id)):
-                self.identities_of.setdefault(r.customer_id, []).append(Row(r._mapping))
-                self.owner[(r.kind, r.value)] = r.customer_id
+            # Along the index (customer_id, kind, value): no table page per identity.
+            for r in read.rows(identities, Where().values("customer_id", roots), IDENTITY_COLUMNS):
+                self.identities_of.setdefault(r["customer_id"], []).append(Row(r))
+                self.owner[(r["kind"], r["value"])] = r["customer_id"]
             if any(ev.n.interaction is not None and ev.n.interaction.get("attach") for ev in events):
-                self._load_tickets(sa.and_(tickets.c.customer_id.in_(sorted(roots)),
-                                           tickets.c.status.in_(sorted(OPEN_STATUSES))), None)
+                self._load_tickets(Where().values("customer_id", roots, among={"status": OPEN_STATUSES}), None)
         self._load_orders(events)
         # At most one customer, order and ticket per event.
         self.ids.reserve(customers, sum(1 for ev in events if ev.pairs and not any(p in self.owner for p in ev.pairs)))
@@ -315,15 +294,14 @@ class Records:
         self.ids.reserve(orders, sum(1 for ev in events if ev.n.order is not None))
         self.ids.reserve(tickets, len([k for k in keys if k not in self.ticket_key]))
 
-    def _load_tickets(self, where: Any, keys: set[tuple[str, str]] | None) -> None:
+    def _load_tickets(self, where: Where, keys: set[tuple[str, str]] | None) -> None:
         """Tickets matching ``where``; with ``keys``, only those keys and the followed events' tickets."""
-        stmt = self.db.for_update(sa.select(tickets).where(where).order_by(tickets.c.id))
         followed = set(self.event_ticket.values()) | self.called_back
-        for r in self.conn.execute(stmt):
-            if keys is not None and (r.source_id, r.external_id) not in keys and r.id not in followed:
+        for r in self.read.rows(tickets, where, for_update=True):
+            if keys is not None and (r["source_id"], r["external_id"]) not in keys and r["id"] not in followed:
                 continue  # a combination nobody asked for
-            if r.id not in self.tickets:
-                row = Row(r._mapping)
+            if r["id"] not in self.tickets:
+                row = Row(r)
                 self.tickets[row.id] = row
                 self.ticket_key[(row.source_id, row.external_id)] = row.id
 
@@ -331,10 +309,8 @@ class Records:
         """The customers, and whoever they were merged into (until every root is here)."""
         want = ids - set(self.customers)
         while want:
-            stmt = self.db.for_update(sa.select(customers).where(customers.c.id.in_(sorted(want)))
-                                      .order_by(customers.c.id))
-            for r in self.conn.execute(stmt):
-                self.customers[r.id] = Row(r._mapping)
+            for r in self.read.rows(customers, Where().values("id", want), for_update=True):
+                self.customers[r["id"]] = Row(r)
             want = {c.merged_into_id for c in self.customers.values()
                     if c.merged_into_id is not None} - set(self.customers)
 
@@ -344,17 +320,9 @@ class Records:
         anywhere = {str(ev.n.order["external_id"]) for ev in events
                     if ev.n.order is not None and ev.n.order.get("match") == "any_channel"}
         by_id = {t.order_id for t in self.tickets.values() if t.order_id is not None}
-        conditions = []
-        if own:
-            conditions.append(_in_pairs(orders.c.channel, orders.c.external_id, own))
-        if anywhere:
-            conditions.append(orders.c.external_id.in_(sorted(anywhere)))
-        if by_id:
-            conditions.append(orders.c.id.in_(sorted(by_id)))
-        if not conditions:
-            return
-        for r in self.conn.execute(sa.select(orders).where(sa.or_(*conditions)).order_by(orders.c.id)):
-            row = Row(r._mapping)
+        where = Where().pairs("channel", "external_id", own).values("external_id", anywhere).values("id", by_id)
+        for r in self.read.rows(orders, where):
+            row = Row(r)
             if (row.channel, row.external_id) in own or row.external_id in anywhere or row.id in by_id:
                 self._remember_order(row)
 
@@ -632,13 +600,7 @@ class Records:
         """Rare (a merge): the loser's tickets not in memory yet."""
         if customer_id in self.loaded_tickets_of or customer_id in self.new[customers.name]:
             return
-        stmt = self.db.for_update(sa.select(tickets).where(tickets.c.customer_id == customer_id)
-                                  .order_by(tickets.c.id))
-        for r in self.conn.execute(stmt):
-            if r.id not in self.tickets:
-                row = Row(r._mapping)
-                self.tickets[row.id] = row
-                self.ticket_key[(row.source_id, row.external_id)] = row.id
+        self._load_tickets(Where().values("customer_id", [customer_id]), None)
         self.loaded_tickets_of.add(customer_id)
 
     def _record_merges(self, merges: list[Merge], raw_id: int, now: datetime) -> None:
