@@ -33,13 +33,17 @@ cast or the apply stage raise, that event is quarantined with a reason free
 of PII (its changes in memory undone) and the rest of the batch goes on. A
 batch that fails as a whole — the database refusing something one event
 asked of it, or another hub process creating the same ticket first — is
-retried one event at a time, and an event that breaks its transaction alone
-``MAX_FAILED_ATTEMPTS`` times is quarantined: nothing retries forever.
+retried one event at a time — at once when the database refused a row
+another process had just created (nothing is failing; the event then joins
+what the other committed), after the supervisor's backoff otherwise — and an
+event that breaks its transaction alone ``MAX_FAILED_ATTEMPTS`` times is
+quarantined: nothing retries forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -173,6 +177,11 @@ class Pipeline:
                 self._alone = len(self._claimed)
                 log.warning("pipeline batch failed; retrying its events one at a time",
                             events=len(self._claimed), error=error_summary(err))
+                if isinstance(err, (sa.exc.IntegrityError, sqlite3.IntegrityError)):
+                    # A row another hub process created first (the same new customer
+                    # or ticket): nothing is failing, so no backoff — the first event,
+                    # alone, at once, against what the other committed.
+                    return await self.run_once()
                 raise
             if not await self._count_failure(self._claimed[0], err):
                 raise  # the database itself is failing: back off

@@ -199,3 +199,62 @@ async def test_a_record_its_connector_could_not_read_is_quarantined_with_why(bar
     state, reason = (await bare.states())["poll-1"]
     assert state == "quarantined" and reason == event.headers[UNREADABLE]
     assert reason.startswith("the connector could not read this record: TypeError")
+
+
+async def test_a_customer_another_process_created_first_is_joined_at_once(
+        bare: Bare, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two hub processes meeting a new customer at once: the one that writes second
+    collides on the identities' unique index. That is not the database failing —
+    the batch is taken one event at a time straight away (no exception for the
+    supervisor to back off on), and the event joins the customer the other made."""
+    import threading
+
+    real = Records.write
+    raced: list[bool] = []
+
+    def other_process_commits_first() -> None:
+        rows = ("INSERT INTO customers (id, created_at, updated_at) VALUES (424242, {t}, {t})",
+                "INSERT INTO customer_identities (customer_id, kind, value, created_at) "
+                "VALUES (424242, 'site_user', 'u77', {t})")
+        if bare.db.is_sqlite:
+            conn = sqlite3.connect(sa.make_url(db_url).database or "")
+            with conn:
+                for sql in rows:
+                    conn.execute(sql.format(t="'2026-11-11 00:00:00.000000'"))
+            conn.close()
+            return
+
+        async def insert() -> None:
+            import asyncpg
+
+            pg = await asyncpg.connect(sa.make_url(db_url).set(drivername="postgresql").render_as_string(False))
+            try:
+                async with pg.transaction():
+                    for sql in rows:
+                        await pg.execute(sql.format(t="now()"))
+            finally:
+                await pg.close()
+
+        asyncio.run(insert())
+
+    def write(records: Records, w: Any) -> None:
+        if not raced:
+            raced.append(True)
+            # Another process, between this batch's reads and its writes.
+            t = threading.Thread(target=other_process_commits_first)
+            t.start()
+            t.join()
+        real(records, w)
+
+    monkeypatch.setattr(Records, "write", write)
+    keys = await bare.store([orjson.dumps(bare.site.request(_customer())),
+                             orjson.dumps(bare.site.request())])
+    settled = await bare.pipeline.run_once()  # raises nothing
+    assert raced and settled == 1 and bare.pipeline._alone == 1
+    await _drain(bare.pipeline)
+    assert bare.pipeline._alone == 0
+    states = await bare.states()
+    assert [states[k][0] for k in keys] == ["done", "done"]
+    async with bare.db.read() as conn:
+        joined = (await conn.execute(sa.select(tickets.c.customer_id).order_by(tickets.c.id))).scalars().all()
+    assert joined[0] == 424242 and joined[1] != 424242
