@@ -6,7 +6,8 @@ sit on a share of first attempts (a destination that hangs on some pushes).
 
     python bench/push_receiver.py PORT SECRET [--hang-fraction 0.01] [--hang-seconds 30]
 
-``GET /count`` answers ``{"answered": N, "attempts": M}`` (cheap, for big runs);
+``GET /count`` answers ``{"answered": N, "attempts": M, "first": t, "last": t}`` (cheap,
+for big runs; ``first``/``last``: when the first and the latest push got their 200);
 ``GET /arrivals`` answers ``{webhook-id: [ticket external id, first arrival, attempts,
 answered]}`` (unix seconds; ``answered``: when an attempt got its 200, None while none has).
 """
@@ -37,7 +38,7 @@ def main() -> None:
     key = standard_webhooks.decode_secret(args.secret)
     arrivals: dict[str, list[object]] = {}
     cut = int(args.hang_fraction * 10_000)
-    totals = {"answered": 0, "attempts": 0}
+    totals: dict[str, float | None] = {"answered": 0, "attempts": 0, "first": None, "last": None}
     ok = orjson.dumps({"ok": True})
 
     async def hang() -> tuple[int, bytes]:
@@ -64,13 +65,16 @@ def main() -> None:
                       or doc.get("outer_as_id"))
             arrivals[msg_id] = seen = [ticket, time.time(), 0, None]
         seen[2] += 1  # type: ignore[operator]
-        totals["attempts"] += 1
+        totals["attempts"] += 1  # type: ignore[operator]
         # Chosen by id, so the same pushes hang in every run; only their first attempt.
         if seen[2] == 1 and int(hashlib.sha1(msg_id.encode()).hexdigest()[:8], 16) % 10_000 < cut:
             return hang()
         if seen[3] is None:
-            seen[3] = time.time()
-            totals["answered"] += 1
+            seen[3] = now = time.time()
+            totals["answered"] += 1  # type: ignore[operator]
+            totals["last"] = now
+            if totals["first"] is None:
+                totals["first"] = now
         return 200, ok
 
     async def run() -> None:
