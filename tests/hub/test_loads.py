@@ -4,9 +4,11 @@ terms select the rows asked for and no others."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from hub.loads import Reader, Where
@@ -59,60 +61,57 @@ def _typed(rows: list[dict[str, Any]]) -> list[dict[str, tuple[type, Any]]]:
     return [{k: (type(v), v) for k, v in row.items()} for row in rows]
 
 
-async def test_rows_read_back_exactly_as_core_reads_them(db_url: str) -> None:
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
     db = Database(db_url)
     await db.migrate()
     try:
         await db.run_write(_seed)
-
-        def compare(conn: sa.Connection) -> None:
-            read = Reader(conn, db)
-            cases: list[tuple[sa.Table, Where, Any, tuple[str, ...] | None]] = [
-                (customers, Where().values("id", {1, 2, 99}), customers.c.id.in_([1, 2, 99]), None),
-                (orders, Where().pairs("channel", "external_id", {("website", "SO1"), ("jd", "SO1")}),
-                 sa.and_(orders.c.channel == "website", orders.c.external_id == "SO1"), None),
-                (tickets, Where().pairs("source_id", "external_id", {("site", "AS1")}).values("id", {8}),
-                 tickets.c.id.in_([7, 8]), None),
-                (identities, Where().values("customer_id", {1}), identities.c.customer_id == 1,
-                 ("id", "customer_id", "kind", "value")),
-            ]
-            for table, where, core_where, names in cases:
-                got = list(read.rows(table, where, names))
-                assert got, table.name
-                assert _typed(got) == _typed(_core(conn, table, core_where, names)), table.name
-            # Aware UTC times, JSON as lists, booleans as booleans — not the stored text and ints.
-            t = next(read.rows(tickets, Where().values("id", {7})))
-            assert t["created_at"] == WHEN and t["created_at"].tzinfo is not None
-            assert t["items"] == [{"sku": "A", "qty": 1}] and t["flags"] == ["amount_mismatch"]
-            o = next(read.rows(orders, Where().values("id", {5})))
-            assert o["is_stub"] is False
-
-        await db.run_write(compare)
+        yield db
     finally:
         await db.close()
 
 
-async def test_terms_select_the_pairs_asked_for_and_the_among_filter(db_url: str) -> None:
-    db = Database(db_url)
-    await db.migrate()
-    try:
-        await db.run_write(_seed)
+async def test_rows_read_back_exactly_as_core_reads_them(db: Database) -> None:
+    def compare(conn: sa.Connection) -> None:
+        read = Reader(conn, db)
+        cases: list[tuple[sa.Table, Where, Any, tuple[str, ...] | None]] = [
+            (customers, Where().values("id", {1, 2, 99}), customers.c.id.in_([1, 2, 99]), None),
+            (orders, Where().pairs("channel", "external_id", {("website", "SO1"), ("jd", "SO1")}),
+             sa.and_(orders.c.channel == "website", orders.c.external_id == "SO1"), None),
+            (tickets, Where().pairs("source_id", "external_id", {("site", "AS1")}).values("id", {8}),
+             tickets.c.id.in_([7, 8]), None),
+            (identities, Where().values("customer_id", {1}), identities.c.customer_id == 1,
+             ("id", "customer_id", "kind", "value")),
+        ]
+        for table, where, core_where, names in cases:
+            got = list(read.rows(table, where, names))
+            assert got, table.name
+            assert _typed(got) == _typed(_core(conn, table, core_where, names)), table.name
+        # Aware UTC times, JSON as lists, booleans as booleans — not the stored text and ints.
+        t = next(read.rows(tickets, Where().values("id", {7})))
+        assert t["created_at"] == WHEN and t["created_at"].tzinfo is not None
+        assert t["items"] == [{"sku": "A", "qty": 1}] and t["flags"] == ["amount_mismatch"]
+        o = next(read.rows(orders, Where().values("id", {5})))
+        assert o["is_stub"] is False
 
-        def check(conn: sa.Connection) -> None:
-            read = Reader(conn, db)
-            # ("site_user", "u1") and ("email", "u1"): the same value under two kinds.
-            found = {(r["kind"], r["value"]) for r in read.rows(
-                identities, Where().pairs("kind", "value", {("site_user", "u1"), ("email", "nobody")}),
-                ("customer_id", "kind", "value"))}
-            assert found == {("site_user", "u1")}
-            open_of_1 = [r["id"] for r in read.rows(
-                tickets, Where().values("customer_id", {1}, among={"status": {"new", "processing"}}))]
-            assert open_of_1 == [7]
-            assert list(read.rows(tickets, Where())) == []  # nothing asked: nothing read
-            either = [r["id"] for r in read.rows(
-                orders, Where().pairs("channel", "external_id", {("taobao", "SO1")}).values("id", {5}))]
-            assert either == [5, 6]  # terms OR'ed, in id order
+    await db.run_write(compare)
 
-        await db.run_write(check)
-    finally:
-        await db.close()
+
+async def test_terms_select_the_pairs_asked_for_and_the_among_filter(db: Database) -> None:
+    def check(conn: sa.Connection) -> None:
+        read = Reader(conn, db)
+        # ("site_user", "u1") and ("email", "u1"): the same value under two kinds.
+        found = {(r["kind"], r["value"]) for r in read.rows(
+            identities, Where().pairs("kind", "value", {("site_user", "u1"), ("email", "nobody")}),
+            ("customer_id", "kind", "value"))}
+        assert found == {("site_user", "u1")}
+        open_of_1 = [r["id"] for r in read.rows(
+            tickets, Where().values("customer_id", {1}, among={"status": {"new", "processing"}}))]
+        assert open_of_1 == [7]
+        assert list(read.rows(tickets, Where())) == []  # nothing asked: nothing read
+        either = [r["id"] for r in read.rows(
+            orders, Where().pairs("channel", "external_id", {("taobao", "SO1")}).values("id", {5}))]
+        assert either == [5, 6]  # terms OR'ed, in id order
+
+    await db.run_write(check)
