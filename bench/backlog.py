@@ -151,12 +151,15 @@ class Drained:
     cpu: dict[str, float]  # CPU seconds of each hub process by role, start to the last push
     first_push: float = 0.0  # seconds from starting the hub to the first push answered
 
+    @property
+    def steady_rate(self) -> float:
+        """Tickets/s from the first push to the last: without the hub's start."""
+        return self.tickets / max(1e-9, self.seconds - self.first_push)
+
     def rate_line(self) -> str:
-        """Tickets/s over the whole run (the figure) and from the first push to the last
-        (without the hub's start, the same for both sides of a comparison)."""
-        steady = self.tickets / max(1e-9, self.seconds - self.first_push)
+        """Tickets/s over the whole run (the figure) and from the first push on."""
         return (f"{self.tickets / self.seconds:7.0f} tickets/s  ({self.seconds:.1f} s; "
-                f"first push after {self.first_push:.1f} s, {steady:.0f} tickets/s from there)")
+                f"first push after {self.first_push:.1f} s, {self.steady_rate:.0f} tickets/s from there)")
 
     def cpu_line(self) -> str:
         """The hub's CPU per ticket, by process role (steadier than a rate on a busy box)."""

@@ -56,11 +56,8 @@ def main() -> None:
     for label, d in (("empty database", empty), (f"{args.customers:,} customers seeded", full)):
         print(f"  {label:32} {d.rate_line()}\n{'':37}peak RSS summed {d.peak_rss_mb:.0f} MB, "
               f"PSS {d.peak_pss_mb:.0f} MB; {d.cpu_line()}")
-    def steady(d: Drained) -> float:
-        return d.tickets / (d.seconds - d.first_push)
-
     print(f"  ratio seeded / empty: {(full.tickets / full.seconds) / (empty.tickets / empty.seconds):.2f}"
-          f"   goal >= 0.8   (first push → last: {steady(full) / steady(empty):.2f})")
+          f"   goal >= 0.8   (first push → last: {full.steady_rate / empty.steady_rate:.2f})")
 
 
 if __name__ == "__main__":

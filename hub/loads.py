@@ -124,5 +124,7 @@ def _decoders(dialect: sa.Dialect, table: sa.Table, names: tuple[str, ...]) -> l
     key = (dialect.name, table.name, names)
     found = _DECODERS.get(key)
     if found is None:
-        found = _DECODERS[key] = [(n, table.c[n].type._cached_result_processor(dialect, None)) for n in names]
+        # The dialect's own type (SQLite's DATETIME parses text): what Core runs.
+        found = _DECODERS[key] = [(n, table.c[n].type.dialect_impl(dialect).result_processor(dialect, None))
+                                  for n in names]
     return found

@@ -34,8 +34,8 @@ of PII (its changes in memory undone) and the rest of the batch goes on. A
 batch that fails as a whole — the database refusing something one event
 asked of it, or another hub process creating the same ticket first — is
 retried one event at a time — at once when the database refused a row
-another process had just created (nothing is failing; the event then joins
-what the other committed), after the supervisor's backoff otherwise — and an
+(an integrity error: most often one another process had just created, which
+the event then joins), after the supervisor's backoff otherwise — and an
 event that breaks its transaction alone ``MAX_FAILED_ATTEMPTS`` times is
 quarantined: nothing retries forever.
 """
@@ -178,9 +178,11 @@ class Pipeline:
                 log.warning("pipeline batch failed; retrying its events one at a time",
                             events=len(self._claimed), error=error_summary(err))
                 if isinstance(err, (sa.exc.IntegrityError, sqlite3.IntegrityError)):
-                    # A row another hub process created first (the same new customer
-                    # or ticket): nothing is failing, so no backoff — the first event,
-                    # alone, at once, against what the other committed.
+                    # The database refused a row — most often one another hub process
+                    # created first (the same new customer or ticket). The data, not
+                    # the database: no backoff. The first event, alone, at once,
+                    # against what the other committed (an event that breaks a
+                    # constraint by itself is counted and quarantined as any other).
                     return await self.run_once()
                 raise
             if not await self._count_failure(self._claimed[0], err):

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -207,8 +208,6 @@ async def test_a_customer_another_process_created_first_is_joined_at_once(
     collides on the identities' unique index. That is not the database failing —
     the batch is taken one event at a time straight away (no exception for the
     supervisor to back off on), and the event joins the customer the other made."""
-    import threading
-
     real = Records.write
     raced: list[bool] = []
 
