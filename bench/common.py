@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -33,19 +34,34 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def bench_database(storage: str, workdir: Path, postgres_url: str) -> Iterator[str]:
-    """A SQLite file in ``workdir``, or a fresh PostgreSQL database dropped afterwards."""
+def bench_database(storage: str, workdir: Path, postgres_url: str, *, name: str = "",
+                   template: str | None = None) -> Iterator[str]:
+    """A SQLite file in ``workdir``, or a fresh PostgreSQL database dropped afterwards
+    (``name`` tells several apart). With ``template`` (a URL this gave), a copy of
+    that database: SQLite copies the file, PostgreSQL creates it ``TEMPLATE``."""
     if storage == "sqlite":
-        yield f"sqlite+aiosqlite:///{workdir / 'hub.db'}"
+        path = workdir / "hub.db"
+        if template is not None:
+            source = Path(sa.make_url(template).database or "")
+            for suffix in ("", "-wal"):
+                if Path(f"{source}{suffix}").exists():
+                    shutil.copyfile(f"{source}{suffix}", f"{path}{suffix}")
+        try:
+            yield f"sqlite+aiosqlite:///{path}"
+        finally:
+            if template is not None:  # a copy: gigabytes, once measured no longer needed
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
-    name = f"hub_bench_{os.getpid()}"
+    db_name = f"hub_bench_{os.getpid()}{'_' + name if name else ''}"
     admin = sa.make_url(postgres_url).set(drivername="postgresql")
     dsn = admin.render_as_string(False)
-    subprocess.run(["psql", dsn, "-qc", f'CREATE DATABASE "{name}"'], check=True)
+    copy = f' TEMPLATE "{sa.make_url(template).database}"' if template is not None else ""
+    subprocess.run(["psql", dsn, "-qc", f'CREATE DATABASE "{db_name}"{copy}'], check=True)
     try:
-        yield admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
+        yield admin.set(drivername="postgresql+asyncpg", database=db_name).render_as_string(False)
     finally:
-        subprocess.run(["psql", dsn, "-qc", f'DROP DATABASE "{name}" WITH (FORCE)'], check=True)
+        subprocess.run(["psql", dsn, "-qc", f'DROP DATABASE "{db_name}" WITH (FORCE)'], check=True)
 
 
 def storage_arguments(ap: argparse.ArgumentParser) -> None:
