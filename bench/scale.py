@@ -63,7 +63,8 @@ def main() -> None:
             bench_database(args.storage, work / "seeded-template", args.postgres_url, name="seeded_template") as full:
         migrate(empty)
         migrate(full)
-        took = seed_records(full, customers=args.customers, orders=args.customers, tickets=args.customers)
+        took = seed_records(full, customers=args.customers, orders=args.customers, tickets=args.customers,
+                            pii_key=pii_key)
         print(f"seeded {args.customers} customers, {2 * args.customers} identities, {args.customers} orders, "
               f"{args.customers} tickets in {took:.0f} s")
         templates = {"empty": empty, "seeded": full}
