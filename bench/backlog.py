@@ -175,13 +175,18 @@ class Drained:
     first_push: float = 0.0  # seconds from starting the hub to the first push answered
 
     @property
+    def rate(self) -> float:
+        """Tickets/s over the whole run, the hub's start included: the figure."""
+        return self.tickets / self.seconds
+
+    @property
     def steady_rate(self) -> float:
         """Tickets/s from the first push to the last: without the hub's start."""
         return self.tickets / max(1e-9, self.seconds - self.first_push)
 
     def rate_line(self) -> str:
         """Tickets/s over the whole run (the figure) and from the first push on."""
-        return (f"{self.tickets / self.seconds:7.0f} tickets/s  ({self.seconds:.1f} s; "
+        return (f"{self.rate:7.0f} tickets/s  ({self.seconds:.1f} s; "
                 f"first push after {self.first_push:.1f} s, {self.steady_rate:.0f} tickets/s from there)")
 
     def cpu_line(self) -> str:

@@ -42,7 +42,7 @@ def main() -> None:
         print(f"{args.events} raw events queued in {queued:.0f} s ({args.storage})")
         d = drain(url, pii_key, args.events, work, args.processes, settings=args.settings)
     print(f"drained by {d.processes} hub process(es) in {d.seconds:.0f} s: "
-          f"{d.tickets / d.seconds:.0f} tickets/s, {d.pushes / d.seconds:.0f} pushes/s "
+          f"{d.rate:.0f} tickets/s, {d.pushes / d.seconds:.0f} pushes/s "
           f"({d.tickets} tickets, {d.pushes} pushes answered)")
     print(f"memory of all the hub's processes: peak RSS summed {d.peak_rss_mb:.0f} MB (a page shared by "
           f"several processes counted in each), peak PSS summed {d.peak_pss_mb:.0f} MB (counted once)")

@@ -57,6 +57,8 @@ def main() -> None:
     pii_key = os.urandom(32)
     sides = ("empty", "seeded")
     runs: dict[str, list[Drained]] = {side: [] for side in sides}
+    walls: list[float] = []   # each round's seeded / empty, over the whole runs
+    steady: list[float] = []  # the same from each side's first push on
     for side in sides:
         (work / f"{side}-template").mkdir()
     with bench_database(args.storage, work / "empty-template", args.postgres_url, name="empty_template") as empty, \
@@ -77,15 +79,14 @@ def main() -> None:
                 print(f"  round {n + 1}  {label:30} {d.rate_line()}\n{'':44}peak RSS summed {d.peak_rss_mb:.0f} MB, "
                       f"PSS {d.peak_pss_mb:.0f} MB; {d.cpu_line()}", flush=True)
             e, f = runs["empty"][-1], runs["seeded"][-1]
-            print(f"  round {n + 1}  ratio seeded / empty: {(f.tickets / f.seconds) / (e.tickets / e.seconds):.2f}"
-                  f"   (first push → last: {f.steady_rate / e.steady_rate:.2f})", flush=True)
-    walls = [(f.tickets / f.seconds) / (e.tickets / e.seconds) for e, f in zip(runs["empty"], runs["seeded"], strict=True)]
-    steady = [f.steady_rate / e.steady_rate for e, f in zip(runs["empty"], runs["seeded"], strict=True)]
-    summed = {side: sum(d.tickets / d.seconds for d in runs[side]) for side in sides}
+            walls.append(f.rate / e.rate)
+            steady.append(f.steady_rate / e.steady_rate)
+            print(f"  round {n + 1}  ratio seeded / empty: {walls[-1]:.2f}   (first push → last: {steady[-1]:.2f})",
+                  flush=True)
+    summed = {side: sum(d.rate for d in runs[side]) for side in sides}
     print(f"  ratio seeded / empty, median of {args.rounds} rounds: {statistics.median(walls):.2f}   goal >= 0.8   "
           f"(rounds {' / '.join(f'{r:.2f}' for r in walls)}; of the summed rates {summed['seeded'] / summed['empty']:.2f}; "
           f"first push → last, median {statistics.median(steady):.2f})")
-
 
 if __name__ == "__main__":
     main()
