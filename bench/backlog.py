@@ -74,7 +74,8 @@ CONTACT_POOL = 1000  # distinct sealed phones and addresses the seeded customers
 
 def seed_records(url: str, customers: int, orders: int, tickets: int, pii_key: bytes | None = None) -> float:
     """``customers`` customers with two identities each (site user u1, u2, …; a
-    phone index), ``orders`` orders and ``tickets`` resolved tickets, by SQL.
+    phone index), listed on their rows as the hub keeps them, ``orders``
+    orders and ``tickets`` resolved tickets, by SQL.
     With ``pii_key``, each customer also holds what the hub writes for one: a
     phone and an address sealed with that key (from a pool of
     :data:`CONTACT_POOL`, so seeding stays SQL) and an e-mail — without them a
@@ -105,14 +106,22 @@ def seed_records(url: str, customers: int, orders: int, tickets: int, pii_key: b
 
     ts = f"'{SEED_TIME}'" if sqlite else f"'{SEED_TIME}+00'::timestamptz"
     hexed = "lower(hex(randomblob(16)))" if sqlite else "md5(i::text)"
+    # A phone identity's value (a blind index there): 32 hex digits at a random-looking
+    # place in the (kind, value) index, known from i alone, so the customer's row can
+    # list it too. Customer i is known by identities i (site user) and customers + i.
+    phone = ("printf('%08x%08x%016x', (i * 2654435761) % 4294967296, (i * 40503) % 4294967296, i)" if sqlite
+             else "md5(i::text)")
+    pair = "json_array" if sqlite else "json_build_array"
+    listed = f"{pair}({pair}(i, 'site_user', 'u' || i), {pair}({customers} + i, 'phone', {phone}))"
     _sql(url, [
         *contacts,
-        f"INSERT INTO customers (id, display_name, phone_index, created_at, updated_at{columns}) "
-        f"SELECT i, 'seed' || i, {hexed}, {ts}, {ts}{values} FROM {series(customers)} AS g{joined} ORDER BY i",
-        f"INSERT INTO customer_identities (customer_id, kind, value, created_at) "
-        f"SELECT i, 'site_user', 'u' || i, {ts} FROM {series(customers)} AS g",
-        f"INSERT INTO customer_identities (customer_id, kind, value, created_at) "
-        f"SELECT i, 'phone', {hexed}, {ts} FROM {series(customers)} AS g",
+        f"INSERT INTO customers (id, display_name, phone_index, identities, created_at, updated_at{columns}) "
+        f"SELECT i, 'seed' || i, {hexed}, {listed}, {ts}, {ts}{values} FROM {series(customers)} AS g{joined} "
+        "ORDER BY i",
+        f"INSERT INTO customer_identities (id, customer_id, kind, value, created_at) "
+        f"SELECT i, i, 'site_user', 'u' || i, {ts} FROM {series(customers)} AS g",
+        f"INSERT INTO customer_identities (id, customer_id, kind, value, created_at) "
+        f"SELECT {customers} + i, i, 'phone', {phone}, {ts} FROM {series(customers)} AS g",
         f"INSERT INTO orders (id, channel, source_id, external_id, customer_id, is_stub, created_at, updated_at) "
         f"SELECT i, 'website', 'site', 'SEEDO' || i, 1 + (i % {customers}), "
         f"{'0' if sqlite else 'false'}, {ts}, {ts} FROM {series(orders)} AS g",

@@ -72,11 +72,9 @@ UPDATABLE = ("type", "reason_code", "reason_text", "description", "priority", "r
              "return_carrier", "return_waybill")
 # Columns the pipeline writes back to rows it changed (what it may change, and no more).
 TICKET_WRITES = (*UPDATABLE, "status", "order_id", "customer_id", "source_updated_at", "flags", "updated_at")
-CUSTOMER_WRITES = ("display_name", "phone_enc", "phone_index", "address_enc", "email", "merged_into_id",
-                   "updated_at")
-# What the pipeline reads of a customer's identities: the index (customer_id,
-# kind, value) holds them all, id being the row's own key (migration 0010).
-IDENTITY_COLUMNS = ("id", "customer_id", "kind", "value")
+CUSTOMER_WRITES = ("display_name", "phone_enc", "phone_index", "address_enc", "email", "identities",
+                   "merged_into_id", "updated_at")
+IDENTITY_WRITES = ("customer_id",)  # a merge moves an identity; nothing else changes one
 ORDER_WRITES = ("status", "paid_amount", "pay_reference", "items", "customer_id", "placed_at", "is_stub", "updated_at")
 
 
@@ -194,6 +192,7 @@ class Records:
         self.customers: dict[int, Row] = {}
         self.owner: dict[tuple[str, str], int] = {}           # identity → customer (as stored)
         self.identities_of: dict[int, list[Row]] = {}          # customer → its identities, by id
+        # (customers.identities is rendered from identities_of when the batch is written)
         self.tickets: dict[int, Row] = {}
         self.ticket_key: dict[tuple[str, str], int] = {}       # (source, external id) → ticket
         self.orders: dict[int, Row] = {}
@@ -204,7 +203,7 @@ class Records:
         self.called_back: set[int] = set()                     # tickets the batch's callbacks name
         # What to write.
         self.new: dict[str, dict[int, Row]] = {t.name: {} for t in (customers, identities, orders, tickets)}
-        self.dirty: dict[str, dict[int, Row]] = {t.name: {} for t in (customers, orders, tickets)}
+        self.dirty: dict[str, dict[int, Row]] = {t.name: {} for t in (customers, identities, orders, tickets)}
         self.timeline: list[dict[str, Any]] = []
         self.merges: list[dict[str, Any]] = []
         self.moves: list[tuple[int, int]] = []                 # (loser, winner): rows not in memory follow
@@ -280,11 +279,13 @@ class Records:
         found.update(t.customer_id for t in self.tickets.values() if t.customer_id is not None)
         self._load_customers(found)
         roots = set(self.customers)
+        for cid, row in self.customers.items():
+            # Kept on the customer's row (migration 0011): no index by customer to read.
+            theirs = self.identities_of[cid] = [Row({"id": i, "customer_id": cid, "kind": kind, "value": value})
+                                                for i, kind, value in row.identities or ()]
+            for ident in theirs:
+                self.owner[(ident.kind, ident.value)] = cid
         if roots:
-            # Along the index (customer_id, kind, value): no table page per identity.
-            for r in read.rows(identities, Where().values("customer_id", roots), IDENTITY_COLUMNS):
-                self.identities_of.setdefault(r["customer_id"], []).append(Row(r))
-                self.owner[(r["kind"], r["value"])] = r["customer_id"]
             if any(ev.n.interaction is not None and ev.n.interaction.get("attach") for ev in events):
                 self._load_tickets(Where().values("customer_id", roots, among={"status": OPEN_STATUSES}), None)
         self._load_orders(events)
@@ -583,7 +584,7 @@ class Records:
                 self._set(orders, o, "customer_id", winner)
         theirs = self.identities_of.get(loser, [])
         for ident in theirs:
-            self._assign(ident, "customer_id", winner)
+            self._set(identities, ident, "customer_id", winner)
             self._put(self.owner, (ident.kind, ident.value), winner)
         self._put(self.identities_of, winner,
                   sorted([*self.identities_of.get(winner, []), *theirs], key=lambda i: i.id))
@@ -651,17 +652,31 @@ class Records:
 
     # ------------------------------------------------------------ write
 
+    def _render_identities(self) -> None:
+        """Each customer's ``identities`` column from what the batch left in
+        identities_of: rows whose list changed become dirty (new ones get theirs)."""
+        for cid, theirs in self.identities_of.items():
+            row = self.customers.get(cid)
+            if row is None:
+                continue
+            listed = [[i.id, i.kind, i.value] for i in theirs]
+            if listed != (row.identities or []) or row.identities is None:
+                self._set(customers, row, "identities", listed)
+
     def write(self, w: Writes) -> None:
         """Everything the batch changed, to ``w`` (on SQLite rendered now and run
         in the write transaction later, on another connection than the one the
         batch was loaded on): inserts in dependency order, then updates, then moves."""
+        self._render_identities()
         for table in (customers, identities, orders, tickets):
             w.insert(table, [r.columns() for r in self.new[table.name].values()])
-        for table, columns in ((customers, CUSTOMER_WRITES), (orders, ORDER_WRITES), (tickets, TICKET_WRITES)):
+        for table, columns in ((customers, CUSTOMER_WRITES), (identities, IDENTITY_WRITES),
+                               (orders, ORDER_WRITES), (tickets, TICKET_WRITES)):
             w.update(table, columns, [r.columns() for r in self.dirty[table.name].values()])
         for loser, winner in self.moves:
-            # Rows of the loser this batch did not load follow it too.
-            for table in (identities, orders, tickets):
+            # Orders and tickets of the loser this batch did not load follow it too
+            # (its identities are all here: they came with its row, and moved above).
+            for table in (orders, tickets):
                 w.reassign(table, "customer_id", loser, winner)
         w.insert(ticket_events, self.timeline)
         w.insert(customer_merges, self.merges)

@@ -63,6 +63,12 @@ class Customer(SQLModel, table=True):
     # customer_identities (migration 0009).
     phone_index: str | None = None
     email: str | None = None
+    # What the customer is known by: [[identity id, kind, value], …] in id order,
+    # the customer_identities rows naming it, kept with the row so a batch reads
+    # them with the customer and a new identity of an old customer changes this
+    # row (written anyway) instead of a page of an index by customer (migration
+    # 0011). The table stays the lookup by (kind, value). Use :func:`known_by`.
+    identities: list[Any] | None = _json()
     merged_into_id: int | None = Field(default=None, foreign_key="customers.id")
     created_at: datetime | None = _ts(nullable=False)
     updated_at: datetime | None = _ts(nullable=False)
@@ -72,8 +78,6 @@ class CustomerIdentity(SQLModel, table=True):
     __tablename__ = "customer_identities"
     __table_args__ = (
         sa.UniqueConstraint("kind", "value", name="uq_identity_kind_value"),
-        # A customer's identities, read without their table pages (migration 0010).
-        sa.Index("ix_customer_identities_customer", "customer_id", "kind", "value"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -82,6 +86,12 @@ class CustomerIdentity(SQLModel, table=True):
     # For kind "phone" this is the blind index, never the number itself.
     value: str
     created_at: datetime | None = _ts(nullable=False)
+
+
+def known_by(customer: Any) -> list[tuple[str, str]]:
+    """A customer row's identities as (kind, value), in the order they were
+    first seen (``customers.identities``; None on a row nobody linked yet)."""
+    return [(kind, value) for _, kind, value in (customer.identities or ())]
 
 
 class CustomerMerge(SQLModel, table=True):

@@ -44,7 +44,7 @@ from hub.pipeline import normalize_row
 from hub.records import (
     audit_log,
     customers,
-    identities,
+    known_by,
     orders,
     outbox,
     raw_events,
@@ -298,7 +298,4 @@ async def _context(conn: Any, t: Any) -> tuple[Any, Any, list[tuple[str, str]]]:
         if customer is None or customer.merged_into_id is None:
             break
         cid = customer.merged_into_id
-    ids = [(i.kind, i.value) for i in (await conn.execute(
-        sa.select(identities.c.kind, identities.c.value).where(identities.c.customer_id == customer.id)
-        .order_by(identities.c.id))).all()] if customer is not None else []
-    return order, customer, ids
+    return order, customer, known_by(customer) if customer is not None else []

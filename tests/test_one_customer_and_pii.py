@@ -24,7 +24,15 @@ from connectors.taobao.simulator import TaobaoSimulator
 from connectors.wechat.simulator import WechatPlatform, WechatPusher, new_aes_key
 from hub import logs
 from hub.daemon import Hub
-from hub.records import customer_merges, customers, metadata, orders, ticket_events, tickets
+from hub.records import (
+    customer_merges,
+    customers,
+    identities,
+    metadata,
+    orders,
+    ticket_events,
+    tickets,
+)
 from hub.registry import Registry
 from tests.conftest import count, make_config, wait_until
 from tests.connectors.test_taobao_flow import taobao_source
@@ -114,6 +122,7 @@ async def test_one_customer_across_taobao_the_400_line_and_wechat_and_no_phone_i
             owners = {r.customer_id for r in (await conn.execute(sa.select(tickets.c.customer_id))).all()}
             roots = {await _root(conn, c) for c in owners}
         assert roots == {taobao_customer}, "every ticket belongs to the one customer"
+        await _identities_listed_where_they_point(hub)
 
         # No phone number in clear: every column of every table…
         digits = re.sub(r"\D", "", phone)
@@ -165,6 +174,19 @@ async def _root(conn: Any, cid: int) -> int:
         if nxt is None:
             return cid
         cid = nxt
+
+
+async def _identities_listed_where_they_point(hub: Hub) -> None:
+    """Each customer's row lists exactly the identities that name it, in id order
+    (the merged-away one none: its identities moved with it)."""
+    async with hub.db.read() as conn:
+        rows = (await conn.execute(sa.select(customers))).all()
+        named = (await conn.execute(sa.select(identities).order_by(identities.c.id))).all()
+    assert len(named) >= 4
+    for c in rows:
+        assert c.identities == [[i.id, i.kind, i.value] for i in named if i.customer_id == c.id]
+        if c.merged_into_id is not None:
+            assert c.identities == []
 
 
 async def _dump_all_tables(hub: Hub) -> str:

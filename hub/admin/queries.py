@@ -4,7 +4,8 @@ as the public views (:mod:`hub.views`) show them — masked without ``pii``.
 Each list is newest first and pages by id (``before``: the last id of the
 previous page), so a page costs the same however long the list is; each
 statement follows an index (tickets by id, status, customer or order;
-pushes by destination and state; timeline and identities by their owner).
+pushes by destination and state; timeline by its ticket; a customer's identities
+are on its row).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hub.pii import PiiCipher, mask_contacts_in
 from hub.records import (
     audit_log,
     customers,
-    identities,
+    known_by,
     orders,
     outbox,
     raw_events,
@@ -102,14 +103,11 @@ async def customer_detail(db: Database, cipher: PiiCipher, customer_id: int, *,
         c = (await conn.execute(sa.select(customers).where(customers.c.id == customer_id))).first()
         if c is None:
             return None
-        ids = (await conn.execute(sa.select(identities.c.kind, identities.c.value)
-                                  .where(identities.c.customer_id == customer_id)
-                                  .order_by(identities.c.id))).all()
         their_orders = (await conn.execute(sa.select(orders).where(orders.c.customer_id == customer_id)
                                            .order_by(orders.c.id.desc()).limit(MAX_LIMIT))).all()
         their_tickets = (await conn.execute(sa.select(tickets).where(tickets.c.customer_id == customer_id)
                                             .order_by(tickets.c.id.desc()).limit(MAX_LIMIT))).all()
-    return {"customer": customer_view(c, cipher, pii=pii, identities=[(i.kind, i.value) for i in ids]),
+    return {"customer": customer_view(c, cipher, pii=pii, identities=known_by(c)),
             "merged_into_id": c.merged_into_id,
             "orders": [order_view(o) for o in their_orders],
             "tickets": [ticket_view(t) for t in their_tickets]}

@@ -29,7 +29,7 @@ from hub.inbox import InboxWriter, NewRawEvent
 from hub.mapping import MappingSet
 from hub.pii import PiiCipher
 from hub.pipeline import Pipeline, SourceRuntime
-from hub.records import raw_events, tickets
+from hub.records import customers, raw_events, tickets
 from hub.storage import Database
 from tests.hostile import ADDRESS, DEEP, EMAIL, NAME, PHONE, hostile_timestamps, hostile_variants
 
@@ -212,9 +212,10 @@ async def test_a_customer_another_process_created_first_is_joined_at_once(
     raced: list[bool] = []
 
     def other_process_commits_first() -> None:
-        rows = ("INSERT INTO customers (id, created_at, updated_at) VALUES (424242, {t}, {t})",
-                "INSERT INTO customer_identities (customer_id, kind, value, created_at) "
-                "VALUES (424242, 'site_user', 'u77', {t})")
+        rows = ("INSERT INTO customers (id, identities, created_at, updated_at) "
+                "VALUES (424242, '[[424242, \"site_user\", \"u77\"]]', {t}, {t})",
+                "INSERT INTO customer_identities (id, customer_id, kind, value, created_at) "
+                "VALUES (424242, 424242, 'site_user', 'u77', {t})")
         if bare.db.is_sqlite:
             conn = sqlite3.connect(sa.make_url(db_url).database or "")
             with conn:
@@ -256,4 +257,7 @@ async def test_a_customer_another_process_created_first_is_joined_at_once(
     assert [states[k][0] for k in keys] == ["done", "done"]
     async with bare.db.read() as conn:
         joined = (await conn.execute(sa.select(tickets.c.customer_id).order_by(tickets.c.id))).scalars().all()
+        listed = (await conn.execute(sa.select(customers.c.identities).where(customers.c.id == 424242))).scalar()
     assert joined[0] == 424242 and joined[1] != 424242
+    # The event's phone and e-mail joined the other process's customer, on its row too.
+    assert listed[0] == [424242, "site_user", "u77"] and [kind for _, kind, _ in listed] == ["site_user", "phone", "email"]
