@@ -60,7 +60,7 @@ def _sql(url: str, statements: list[str]) -> None:
         conn.close()
     else:
         # On stdin, in one transaction: a statement may be longer than an argument may.
-        subprocess.run(["psql", _pg_dsn(url), "-qv", "ON_ERROR_STOP=1", "-1"], input=";\n".join(statements) + ";",
+        subprocess.run(["psql", _pg_dsn(url), "-qv", "ON_ERROR_STOP=1", "-1", "-o", "/dev/null"], input=";\n".join(statements) + ";",
                        text=True, check=True)
 
 
