@@ -5,9 +5,11 @@ and on one holding a merchant's history, in the same run.
                           [--storage sqlite|postgres]
 
 The seeded database holds ``--customers`` customers with two identities each,
-as many orders and as many resolved tickets (SQL, fast); some of the
-stream's customers are among them (site user ids overlap), so linking finds
-and updates existing customers. Both databases then get the same
+as many orders and as many resolved tickets (SQL, fast). The stream's site
+user ids run u100000–u999999, so with a million seeded every event finds an
+existing customer, and each brings a phone that customer never used: a new
+identity, a changed row and a new ticket and order filed under an old
+customer — the worst case for the indexes, kept on purpose. Both databases then get the same
 ``--events`` raw events queued and drained by ``hub run`` with the shipped
 defaults (pipeline and delivery on, every process) — tickets/s of each and
 their ratio are printed. Goal: seeded / empty >= 0.8.
