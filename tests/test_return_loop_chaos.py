@@ -67,6 +67,13 @@ async def _state(db_url: str) -> tuple[int, int, int]:
         await db.close()
 
 
+# Each destination fails 30 % of its calls, so its circuit opens now and then.
+# Its probes fail 30 % of the time too, and each failed probe doubles the
+# cooldown: three in a row would leave a destination alone for minutes, past
+# the run's deadline. The circuit stays on, its cooldowns in the run's scale.
+CIRCUIT = {"cooldown": "1s", "max_cooldown": "5s"}
+
+
 async def test_the_taobao_loop_ends_the_same_through_failures_and_two_sigkills(
         tmp_path: Path, db_url: str, pii_key: str, site_secret: str) -> None:
     rng = random.Random(11)
@@ -82,7 +89,7 @@ async def test_the_taobao_loop_ends_the_same_through_failures_and_two_sigkills(
     hub = daemon(tmp_path, {
         "storage": {"url": db_url}, "security": {"pii_key": pii_key},
         "sources": [{"id": "site", "kind": "website", "secret": site_secret}, taobao_source(tb)],
-        "destinations": [
+        "destinations": [{**d, "circuit": CIRCUIT} for d in [
             {"id": "erp", "kind": "erp", "url": erp.url, "app_key": erp.app_key, "app_secret": erp.app_secret,
              "access_token": erp.access_token, "shop_id": 10001, "timeout": "3s"},
             wms.config(timeout="3s"), fin.config(timeout="3s"),
@@ -92,7 +99,7 @@ async def test_the_taobao_loop_ends_the_same_through_failures_and_two_sigkills(
             {"id": "sms", "kind": "notify", "via": "sms", "url": sms.url, "pii": True, "timeout": "3s",
              "access_key_id": sms.access_key_id, "access_key_secret": sms.access_key_secret, "sign_name": "好店"},
             {"id": "mail", "kind": "notify", "via": "email", "pii": True, "smtp_host": "127.0.0.1",
-             "smtp_port": smtp.port, "starttls": False, "sender": "aftersales@shop.example", "timeout": "3s"}],
+             "smtp_port": smtp.port, "starttls": False, "sender": "aftersales@shop.example", "timeout": "3s"}]],
         "sync": SYNC,
         "pipeline": {"tick": "100ms"},
         "delivery": {"tick": "100ms", "lease": "6s",
