@@ -60,8 +60,8 @@ def _sql(url: str, statements: list[str]) -> None:
         conn.close()
     else:
         # On stdin, in one transaction: a statement may be longer than an argument may.
-        subprocess.run(["psql", _pg_dsn(url), "-qv", "ON_ERROR_STOP=1", "-1", "-o", "/dev/null"], input=";\n".join(statements) + ";",
-                       text=True, check=True)
+        subprocess.run(["psql", _pg_dsn(url), "-qv", "ON_ERROR_STOP=1", "-1", "-o", "/dev/null"],
+                       input=";\n".join(statements) + ";", text=True, check=True)
 
 
 def migrate(url: str) -> None:

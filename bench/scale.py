@@ -9,8 +9,8 @@ as many orders and as many resolved tickets (SQL, fast). The stream's site
 user ids run u100000–u999999, so with a million seeded every event finds an
 existing customer, and each brings a phone that customer never used: a new
 identity, a changed row and a new ticket and order filed under an old
-customer — the worst case for the indexes, kept on purpose. Both databases then get the same
-``--events`` raw events queued and drained by ``hub run`` with the shipped
+customer — the worst case for the indexes, kept on purpose. Both databases
+then get the same ``--events`` raw events queued and drained by ``hub run`` with the shipped
 defaults (pipeline and delivery on, every process) — tickets/s of each and
 their ratio are printed. Goal: seeded / empty >= 0.8.
 
@@ -89,6 +89,7 @@ def main() -> None:
     print(f"  ratio seeded / empty, median of {args.rounds} rounds: {statistics.median(walls):.2f}   goal >= 0.8   "
           f"(rounds {' / '.join(f'{r:.2f}' for r in walls)}; of the summed rates {summed['seeded'] / summed['empty']:.2f}; "
           f"first push → last, median {statistics.median(steady):.2f})")
+
 
 if __name__ == "__main__":
     main()

@@ -278,16 +278,15 @@ class Records:
         self._load_tickets(Where().pairs("source_id", "external_id", keys).values("id", ticket_ids), keys)
         found.update(t.customer_id for t in self.tickets.values() if t.customer_id is not None)
         self._load_customers(found)
-        roots = set(self.customers)
         for cid, row in self.customers.items():
             # Kept on the customer's row (migration 0011): no index by customer to read.
             theirs = self.identities_of[cid] = [Row({"id": i, "customer_id": cid, "kind": kind, "value": value})
                                                 for i, kind, value in row.identities or ()]
             for ident in theirs:
                 self.owner[(ident.kind, ident.value)] = cid
-        if roots:
-            if any(ev.n.interaction is not None and ev.n.interaction.get("attach") for ev in events):
-                self._load_tickets(Where().values("customer_id", roots, among={"status": OPEN_STATUSES}), None)
+        if self.customers and any(ev.n.interaction is not None and ev.n.interaction.get("attach") for ev in events):
+            self._load_tickets(Where().values("customer_id", set(self.customers), among={"status": OPEN_STATUSES}),
+                               None)
         self._load_orders(events)
         # At most one customer, order and ticket per event.
         self.ids.reserve(customers, sum(1 for ev in events if ev.pairs and not any(p in self.owner for p in ev.pairs)))
@@ -660,7 +659,7 @@ class Records:
             if row is None:
                 continue
             listed = [[i.id, i.kind, i.value] for i in theirs]
-            if listed != (row.identities or []) or row.identities is None:
+            if listed != row.identities:  # None (never listed) too
                 self._set(customers, row, "identities", listed)
 
     def write(self, w: Writes) -> None:
