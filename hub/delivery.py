@@ -66,7 +66,7 @@ from hub.interfaces import Destination, Push, Receipt
 from hub.quota import TokenBucket
 from hub.records import outbox, ticket_events, utcnow
 from hub.retry import RetryPolicy, parse_retry_after
-from hub.storage import Database
+from hub.storage import PLAN_AFRESH, Database
 
 log = structlog.get_logger("hub.delivery")
 
@@ -271,6 +271,7 @@ class Deliverer:
                                              ~_older_open())
                 .limit(1))
         async with self.db.read() as conn:
+            await conn.execute(PLAN_AFRESH)  # the claim's anti-join: hub.storage.PLAN_AFRESH
             return (await conn.execute(stmt)).first() is not None
 
     def _room(self, a: ActiveDestination) -> int:
@@ -318,6 +319,9 @@ class Deliverer:
 
     def _claim_rows(self, conn: sa.Connection, free: dict[str, int], token: str) -> list[Any]:
         # Synchronous Core in one transaction (PostgreSQL; SQLite: hub.outbox_sqlite).
+        # Planned for the outbox as it is now, not as it was when the statement
+        # was first prepared (hub.storage.PLAN_AFRESH).
+        self.db.plan_afresh(conn)
         now = utcnow()
         older_open = _older_open()
         claimed: list[Any] = []
