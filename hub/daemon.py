@@ -249,6 +249,9 @@ class Hub:
         if self.config.storage.auto_migrate and not await schema_version.is_current(self.db):
             await self.db.migrate()
         roles = self.roles
+        if "processing" in roles and await self.db.autovacuum_off():
+            log.warning("postgresql autovacuum is off: nothing analyzes the hub's tables, and its batch "
+                        "lookups slow down as they grow; turn it on, or ANALYZE them regularly (README)")
         sup = self.supervisor
         deliverer = self.deliverer
         # Roles split across processes (SQLite) wake each other; in one process, events do.

@@ -13,15 +13,20 @@ for every row it claimed: 4.6 million rows.
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import asyncpg
 import pytest
 import sqlalchemy as sa
 
+from hub import logs
 from hub.delivery import Deliverer
 from hub.records import outbox, tickets, utcnow
+from hub.registry import Registry
 from hub.storage import Database
+from tests.conftest import make_config, running
 
 pytestmark = pytest.mark.postgres
 
@@ -82,3 +87,25 @@ async def test_the_claim_reads_a_grown_outbox_through_its_indexes(pg_url: str) -
         assert scanned <= len(DESTINATIONS) * TICKETS, f"the claim read {scanned} outbox rows end to end"
     finally:
         await db.close()
+
+
+async def test_the_hub_says_so_when_nothing_analyzes_its_tables(pg_url: str, registry: Registry, pii_key: str,
+                                                                site_secret: str) -> None:
+    """This machine's PostgreSQL runs with autovacuum off; one with it on must not be warned."""
+    conn = await asyncpg.connect(sa.make_url(pg_url).set(drivername="postgresql")
+                                 .render_as_string(hide_password=False))
+    try:
+        off = await conn.fetchval("SHOW autovacuum") == "off"
+    finally:
+        await conn.close()
+    out = io.StringIO()
+    logs.configure("info", "json", stream=out)
+    try:
+        async with running(make_config(registry, db_url=pg_url, pii_key=pii_key, site_secret=site_secret,
+                                       receiver=None), registry):
+            pass
+    finally:
+        logs.configure("warning", "json")
+    warned = [line for line in map(json.loads, out.getvalue().splitlines())
+              if line["event"].startswith("postgresql autovacuum is off")]
+    assert len(warned) == (1 if off else 0)
