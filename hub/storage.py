@@ -224,7 +224,8 @@ class Database:
         """PostgreSQL with autovacuum off: nothing ANALYZEs the hub's tables. The
         planner then guesses, and a batch's lookup of its tickets by
         ``(source_id, external_id IN (…))`` walks every ticket of the source
-        (15 ms at 100,000 tickets, growing with them) instead of one probe each."""
+        (15–25 ms at 100,000 tickets, growing with them; 0.7 ms analyzed)
+        instead of one probe each."""
         if self.is_sqlite:
             return False
         async with self.engine.connect() as conn:
