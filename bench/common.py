@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -33,15 +34,10 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise TimeoutError(f"nothing listening on {port}")
 
 
-_SAID: set[str] = set()
-
-
+@functools.cache
 def _say_if_nothing_analyzes(dsn: str) -> None:
     """Once a run: a server with autovacuum off never ANALYZEs the tables a run
     fills, which operators' servers do (the hub warns them at start)."""
-    if dsn in _SAID:
-        return
-    _SAID.add(dsn)
     shown = subprocess.run(["psql", dsn, "-tAc", "SHOW autovacuum"], capture_output=True, text=True)
     if shown.stdout.strip() == "off":
         print("note: this PostgreSQL runs with autovacuum off; tables filled from empty are never analyzed")

@@ -56,7 +56,7 @@ async def _grow_outbox(db: Database) -> None:
             for i in range(1, TICKETS + 1) for d in DESTINATIONS])
 
 
-async def test_the_claim_reads_a_grown_outbox_through_its_indexes(pg_url: str) -> None:
+async def test_the_claim_does_not_read_a_grown_outbox_once_for_every_row_it_claims(pg_url: str) -> None:
     url = sa.make_url(pg_url)
     admin = await asyncpg.connect(url.set(drivername="postgresql", database="postgres")
                                   .render_as_string(hide_password=False))
