@@ -106,6 +106,46 @@ def parse_roles(text: str) -> frozenset[str]:
 
 
 SQLITE_PROCESSES = 3  # one per role: see the module docstring
+SOCKET_DIR_PREFIX = "hub-notify-"  # the parent's directory for its children's notify and wake sockets
+STALE_AFTER = 60.0  # seconds: younger socket directories are never swept (a parent may be binding)
+
+
+def sweep_socket_dirs(tmp: Path, *, older_than: float = STALE_AFTER) -> list[Path]:
+    """Remove the socket directories that killed parents left in ``tmp``; which.
+
+    A parent removes its own directory when it stops, but a SIGKILL (the OOM
+    killer, ``kill -9``, a container stopped hard) gives it no chance, and
+    outside systemd's ``PrivateTmp`` each such start left one behind. A live
+    parent keeps its children's notify sockets bound for as long as it runs,
+    so a directory where no socket answers a connect is dead — judged by the
+    sockets, not by a PID, which another PID namespace sharing ``/tmp`` would
+    make meaningless. A socket we may not connect to belongs to someone else:
+    kept."""
+    removed: list[Path] = []
+    now = time.time()
+    for directory in tmp.glob(SOCKET_DIR_PREFIX + "*"):
+        try:
+            if not directory.is_dir() or now - directory.stat().st_mtime < older_than:
+                continue
+            if any(_bound(sock) for sock in directory.glob("*.sock")):
+                continue
+        except OSError:  # vanished meanwhile, or not ours to look into
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        if not directory.exists():
+            removed.append(directory)
+    return removed
+
+
+def _bound(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True  # e.g. permission denied: another user's hub
+    return True
 
 
 def process_count(cfg: HubConfig, cores: int | None = None) -> int:
@@ -197,7 +237,10 @@ class Parent:
         self.ready_timeout = ready_timeout  # a reloaded process not READY by then: the reload is abandoned
         self._reloading: asyncio.Task[None] | None = None
         self.max_backoff = max_backoff
-        self._dir = Path(tempfile.mkdtemp(prefix="hub-notify-"))
+        tmp = Path(tempfile.gettempdir())
+        for stale in sweep_socket_dirs(tmp):
+            log.info("removed the socket directory of a hub that was killed", path=str(stale))
+        self._dir = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX, dir=tmp))
         self.children = [Child(i, r, self._dir / f"child-{i}.sock") for i, r in enumerate(roles)]
         self._sockets: list[socket.socket] = []
         self._stopping = False
