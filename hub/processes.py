@@ -48,6 +48,9 @@ The parent and its children speak the systemd notify protocol on both sides:
 each child notifies a socket the parent owns (READY, WATCHDOG, STATUS,
 STOPPING, exactly as it would systemd), and the parent tells systemd READY
 once every child is ready and WATCHDOG only while every child keeps pinging.
+Those sockets (and :mod:`hub.wake`'s) live in a directory of the parent's
+in the temp dir; one that a killed parent left is removed by the next
+(:func:`sweep_socket_dirs`).
 A child that exits is restarted after a backoff (a config error ends it all:
 restarting would not help); SIGTERM is passed to every child, which drains,
 and the parent exits 0 once all have.
