@@ -198,10 +198,15 @@ class Drained:
         return (f"{self.rate:7.0f} tickets/s  ({self.seconds:.1f} s; "
                 f"first push after {self.first_push:.1f} s, {self.steady_rate:.0f} tickets/s from there)")
 
+    @property
+    def cpu_per_ticket(self) -> float:
+        """Seconds of the hub's CPU (every process) a ticket."""
+        return sum(self.cpu.values()) / max(1, self.tickets)
+
     def cpu_line(self) -> str:
         """The hub's CPU per ticket, by process role (steadier than a rate on a busy box)."""
         roles = {role: spent for role, spent in self.cpu.items() if role != "parent"}
-        return (f"hub CPU {sum(self.cpu.values()) / max(1, self.tickets) * 1e6:.0f} µs a ticket: "
+        return (f"hub CPU {self.cpu_per_ticket * 1e6:.0f} µs a ticket: "
                 + per_ticket(roles, self.tickets))
 
 
