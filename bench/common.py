@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import functools
 import os
@@ -16,6 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 import yaml
+
+from hub.storage import Database
 
 
 def free_port() -> int:
@@ -35,11 +38,18 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 
 @functools.cache
-def _say_if_nothing_analyzes(dsn: str) -> None:
+def _say_if_nothing_analyzes(server_url: str) -> None:
     """Once a run: a server with autovacuum off never ANALYZEs the tables a run
-    fills, which operators' servers do (the hub warns them at start)."""
-    shown = subprocess.run(["psql", dsn, "-tAc", "SHOW autovacuum"], capture_output=True, text=True)
-    if shown.stdout.strip() == "off":
+    fills, which operators' servers do (the hub warns them at start, by the
+    same check)."""
+    async def off() -> bool:
+        db = Database(server_url)
+        try:
+            return await db.autovacuum_off()
+        finally:
+            await db.close()
+
+    if asyncio.run(off()):
         print("note: this PostgreSQL runs with autovacuum off; tables filled from empty are never analyzed")
 
 
@@ -68,7 +78,7 @@ def bench_database(storage: str, workdir: Path, postgres_url: str, *, name: str 
     dsn = admin.render_as_string(False)
     copy = f' TEMPLATE "{sa.make_url(template).database}"' if template is not None else ""
     subprocess.run(["psql", dsn, "-qc", f'CREATE DATABASE "{db_name}"{copy}'], check=True)
-    _say_if_nothing_analyzes(dsn)
+    _say_if_nothing_analyzes(admin.set(drivername="postgresql+asyncpg").render_as_string(False))
     try:
         yield admin.set(drivername="postgresql+asyncpg", database=db_name).render_as_string(False)
     finally:

@@ -114,7 +114,8 @@ STALE_AFTER = 60.0  # seconds: younger socket directories are never swept (a par
 
 
 def sweep_socket_dirs(tmp: Path, *, older_than: float = STALE_AFTER) -> list[Path]:
-    """Remove the socket directories that killed parents left in ``tmp``; which.
+    """Remove the socket directories that killed parents left in ``tmp``, and
+    return the ones removed.
 
     A parent removes its own directory when it stops, but a SIGKILL (the OOM
     killer, ``kill -9``, a container stopped hard) gives it no chance, and
