@@ -133,7 +133,8 @@ class Destination(Protocol):
     config: DestinationConfig
 
     async def deliver(self, push: Push, http: aiohttp.ClientSession) -> Receipt:
-        """Send one push; raise Retryable or Permanent on failure."""
+        """Send one push; raise Retryable or Permanent on failure. The Deliverer
+        cuts the call off at the destination's ``timeout``: no timeout of its own."""
         ...
 
 

@@ -66,14 +66,13 @@ class ErpDestinationConfig(DestinationConfig):
 class ErpDestination:
     def __init__(self, config: ErpDestinationConfig):
         self.config = config
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._key = (standard_webhooks.decode_secret(config.secret.get_secret_value())
                      if config.variant == "webhook" and config.secret else b"")
 
     async def deliver(self, push: Push, http: aiohttp.ClientSession) -> Receipt:
         if self.config.variant == "webhook":
             headers = standard_webhooks.headers_for(self._key, push.idempotency_key, push.payload)
-            async with http.post(self.config.url, data=push.payload, headers=headers, timeout=self._timeout) as r:
+            async with http.post(self.config.url, data=push.payload, headers=headers) as r:
                 return await receipt_of(r, self.config.max_response_bytes)
         return await self._upload(push, http)
 
@@ -90,7 +89,7 @@ class ErpDestination:
         return params
 
     async def _upload(self, push: Push, http: aiohttp.ClientSession) -> Receipt:
-        async with http.post(self.config.url, data=self.form(push), timeout=self._timeout) as r:
+        async with http.post(self.config.url, data=self.form(push)) as r:
             receipt = await receipt_of(r, self.config.max_response_bytes)  # HTTP-level failures raise here
         return outcome(receipt)
 

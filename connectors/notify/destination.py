@@ -81,7 +81,6 @@ def fill(template: str, values: dict[str, Any]) -> str:
 class NotifyDestination:
     def __init__(self, config: NotifyDestinationConfig):
         self.config = config
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         c = config
         self._smtp = Smtp(c.smtp_host or "", c.smtp_port, c.sender or "", c.smtp_username,
                           c.smtp_password.get_secret_value() if c.smtp_password else None, c.starttls,
@@ -107,7 +106,7 @@ class NotifyDestination:
             template_params={k: "" if v is None else str(v) for k, v in (sms.get("params") or {}).items()},
             out_id=push.idempotency_key[:256], region=c.region)
         try:
-            async with http.post(c.url, data=form, timeout=self._timeout) as resp:
+            async with http.post(c.url, data=form) as resp:
                 body = (await resp.content.read(65536)).decode("utf-8", errors="replace")
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as err:

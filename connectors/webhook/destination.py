@@ -35,12 +35,10 @@ class WebhookDestination:
     def __init__(self, config: WebhookDestinationConfig):
         self.config = config
         self._key = standard_webhooks.decode_secret(config.secret.get_secret_value())
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
 
     async def deliver(self, push: Push, http: aiohttp.ClientSession) -> Receipt:
         headers = standard_webhooks.headers_for(self._key, push.idempotency_key, push.payload)
-        async with http.post(self.config.url, data=push.payload, headers=headers,
-                             timeout=self._timeout) as resp:
+        async with http.post(self.config.url, data=push.payload, headers=headers) as resp:
             return await receipt_of(resp, self.config.max_response_bytes)
 
 

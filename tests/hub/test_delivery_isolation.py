@@ -85,10 +85,11 @@ async def test_a_hanging_push_holds_up_no_other_ticket(
     row = next(r for r in await _rows(hub.db) if r.idempotency_key == hung_ids[0])
     assert (row.state, row.attempts, row.last_status) == ("delivered", 2, 200)
     async with hub.db.read() as conn:
-        kinds = (await conn.execute(sa.select(ticket_events.c.kind).where(
+        events = (await conn.execute(sa.select(ticket_events.c.kind, ticket_events.c.detail).where(
             ticket_events.c.ticket_id == row.ticket_id, ticket_events.c.kind.like("sync_%"))
-            .order_by(ticket_events.c.id))).scalars().all()
-    assert kinds == ["sync_failed", "sync_sent"]
+            .order_by(ticket_events.c.id))).all()
+    assert [e.kind for e in events] == ["sync_failed", "sync_sent"]
+    assert events[0].detail["error"] == "no answer within 1.0 s"  # the Deliverer's cut-off, not aiohttp's
 
 
 async def test_slow_attempts_give_their_slots_to_the_next_pushes(
@@ -177,6 +178,26 @@ async def test_a_late_outcome_is_fenced_off_and_changes_nothing(
     async with db.read() as conn:
         kinds = (await conn.execute(sa.select(ticket_events.c.kind))).scalars().all()
     assert kinds == ["sync_sent"] and len(receiver.received) == 1
+
+
+async def test_a_cancelled_attempt_is_not_taken_for_its_own_timeout(
+        bare_deliverer: tuple[Database, Any], receiver: Receiver) -> None:
+    """The Deliverer cuts an attempt off by cancelling its task; a cancellation
+    from outside (the process stopping) must stay one, not become an outcome."""
+    db, make = bare_deliverer
+    receiver.hang = lambda _msg_id, _arrival: 30
+    d = make(lease=60.0)
+    await d.start()
+    try:
+        assert await d.claim_once() == 1
+        (task,) = d._attempts
+        await wait_until(lambda: receiver.seen)  # in the air
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert d._outcomes == []
+    finally:
+        await d.close()
 
 
 async def test_an_attempt_whose_lease_is_gone_before_it_starts_is_not_sent(
