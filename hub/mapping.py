@@ -106,6 +106,16 @@ def _key_path(root: str, keys: list[str], empty_is_none: bool) -> Getter:
 def compile_template_path(path: str) -> Getter:
     """Outbound paths read the render context directly (``ticket.status``)."""
     steps = [p for p in path.split(".") if p]
+    if len(steps) == 2:
+        # Nearly every outbound path is ``section.field``: no loop for it (each
+        # push renders some fifty of them while its batch is planned).
+        first, second = steps
+
+        def get2(ctx: Any) -> Any:
+            cur = ctx.get(first) if isinstance(ctx, dict) else None
+            return cur.get(second) if isinstance(cur, dict) else None
+
+        return get2
 
     def get(ctx: Any) -> Any:
         cur = ctx

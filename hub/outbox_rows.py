@@ -35,7 +35,10 @@ def outbox_rows(rules: list[SyncRule], destinations: dict[str, DestinationRuntim
     """The outbox rows for ``changes`` of one ticket, as it stands now."""
     rows: list[dict[str, Any]] = []
     contexts: dict[bool, dict[str, Any]] = {}
+    timestamp = iso(now)
     for change in changes:
+        # What a change adds to the context is the same for each of its destinations.
+        about = {"change": change.as_dict(), "event": {"type": change.type, "timestamp": timestamp}}
         for dest_id in destinations_for(rules, change, ticket):
             dest = destinations.get(dest_id)
             if dest is None:
@@ -43,8 +46,7 @@ def outbox_rows(rules: list[SyncRule], destinations: dict[str, DestinationRuntim
             pii = dest.config.pii
             if pii not in contexts:
                 contexts[pii] = ticket_context(cipher, ticket, order, customer, identities, pii=pii)
-            ctx = contexts[pii] | {"change": change.as_dict(),
-                                   "event": {"type": change.type, "timestamp": iso(now)}}
+            ctx = contexts[pii] | about
             rows.append({
                 "destination_id": dest_id, "ticket_id": ticket.id,
                 "ordering_key": f"{dest_id}:{ticket.id}", "event_type": change.type,

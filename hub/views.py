@@ -7,14 +7,28 @@ a token with ``pii``) may see them in clear.
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+from datetime import UTC, datetime
 from typing import Any
 
 from hub.pii import PiiCipher, mask_address, mask_email, mask_name, mask_phone
 
 
 def iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
+    if dt is None:
+        return None
+    if dt.tzinfo is UTC:
+        return _utc_iso(dt)
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+@functools.lru_cache(maxsize=1024)
+def _utc_iso(dt: datetime) -> str:
+    # Cached: most times a batch renders are its one ``now`` (a ticket's created,
+    # updated, the event's timestamp, for each destination), and formatting them
+    # was ~6 % of planning a batch. UTC only: equal instants in other zones hash
+    # alike but are written with their own offset.
+    return dt.isoformat().replace("+00:00", "Z")
 
 
 def parse_iso(text: str) -> datetime | None:

@@ -12,7 +12,13 @@ import pytest
 
 from hub.errors import MappingError, Quarantine
 from hub.inbox import event_document
-from hub.mapping import MappingSet, compile_path, default_mappings_dir, load_mapping
+from hub.mapping import (
+    MappingSet,
+    compile_path,
+    compile_template_path,
+    default_mappings_dir,
+    load_mapping,
+)
 from hub.normalized import nesting_depth_over
 
 SAMPLES = sorted(default_mappings_dir().glob("tests/*/*.input.json"))
@@ -116,6 +122,22 @@ def test_compiled_paths_walk_objects_and_lists_and_stop_at_anything_else(path: s
     # A field given as a bare path reads "" as absent, whichever walk it takes.
     as_field = compile_path(path, empty_is_none=True)({"body": body})
     assert as_field == (None if expected == "" else expected)
+
+
+@pytest.mark.parametrize(("path", "ctx", "expected"), [
+    ("ticket", {"ticket": {"id": 1}}, {"id": 1}),
+    ("ticket.id", {"ticket": {"id": 0}}, 0),
+    ("ticket.id", {"ticket": None}, None),              # no order, say: nothing to read
+    ("ticket.id", {"ticket": "text"}, None),
+    ("ticket.id", {}, None),
+    ("ticket.id", ["ticket"], None),
+    ("customer.address.city", {"customer": {"address": {"city": "杭州"}}}, "杭州"),
+    ("customer.address.city", {"customer": {"address": "杭州"}}, None),
+])
+def test_outbound_paths_read_the_context_and_stop_at_anything_not_an_object(path: str, ctx: object,
+                                                                             expected: object) -> None:
+    got = compile_template_path(path)(ctx)
+    assert got == expected and type(got) is type(expected)
 
 
 def test_a_header_path_reads_the_headers() -> None:

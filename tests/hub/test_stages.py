@@ -9,7 +9,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
@@ -33,6 +33,7 @@ from hub.records import customers, outbox, raw_events, ticket_events, tickets, u
 from hub.runtimes import DestinationRuntime, SourceRuntime
 from hub.storage import Database
 from hub.sync import Change
+from hub.views import iso
 
 RULES = [SyncRule(on=["ticket.created", "ticket.status_changed"], to=["hook"])]
 
@@ -214,6 +215,15 @@ def _ticket(**over: Any) -> SimpleNamespace:
                   assignee=None, flags=None, return_carrier=None, return_waybill=None, sla_due_at=None,
                   source_updated_at=now, created_at=now, updated_at=now)
     return SimpleNamespace(**(values | over))
+
+
+def test_times_in_pushes_are_iso_with_their_own_offset() -> None:
+    utc = datetime(2026, 11, 11, 0, 0, 1, 250000, tzinfo=UTC)
+    beijing = utc.astimezone(timezone(timedelta(hours=8)))
+    assert iso(utc) == "2026-11-11T00:00:01.250000Z"
+    assert iso(utc) == "2026-11-11T00:00:01.250000Z"  # the second time from the cache: the same
+    assert iso(beijing) == "2026-11-11T08:00:01.250000+08:00"  # the same instant, not the cached text
+    assert iso(None) is None
 
 
 def test_outbox_rows_follow_the_rules_and_mask_contacts_for_destinations_without_pii(bare: Bare) -> None:
