@@ -26,12 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--role", required=True, help="intake, processing, delivery (comma-separated)")
     args = ap.parse_args(argv)
 
+    import structlog
+
     from hub import logs
     from hub.config import load_config
     from hub.daemon import Hub, run_until_signalled
     from hub.errors import ConfigError, HubError, MappingError
     from hub.listener import LISTEN_FD
-    from hub.processes import CONFIG_ERROR, parse_roles
+    from hub.processes import CONFIG_ERROR, parse_roles, pin
     from hub.registry import Registry
 
     try:
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         return CONFIG_ERROR
     logs.configure(cfg.logging.level, cfg.logging.format, repeat_limit=cfg.logging.repeat_limit,
                    repeat_window=cfg.logging.repeat_window)
+    problem = pin(roles, cfg.supervisor.cpu_affinity)  # before any thread starts: they inherit it
+    if problem:
+        structlog.get_logger("hub.child").warning("running unpinned", problem=problem)
     hub = Hub(cfg, registry, roles)
     inherited = os.environ.get(LISTEN_FD)
     if "intake" in roles and inherited and inherited.isdigit():

@@ -412,12 +412,28 @@ class SupervisorConfig(Strict):
     # delivery: one writer per file, more would queue on its lock), or 2
     # (intake + delivery | processing). 1 runs everything in one process.
     processes: int | Literal["auto"] = "auto"
+    # The cores each role's processes run on (Linux), e.g. {processing: [1],
+    # intake: [0], delivery: [0]}. A process runs on the cores of its roles
+    # when every one of them is listed; otherwise, and by default, the kernel
+    # places it. For a small box that its load oversubscribes: see
+    # docs/throughput.md for what it changed on two cores.
+    cpu_affinity: dict[Literal["intake", "processing", "delivery"], list[int]] = Field(default_factory=dict)
 
     @field_validator("processes")
     @classmethod
     def _at_least_one(cls, v: int | str) -> int | str:
         if isinstance(v, int) and v < 1:
             raise ValueError("must be at least 1 (or auto)")
+        return v
+
+    @field_validator("cpu_affinity")
+    @classmethod
+    def _cores(cls, v: dict[str, list[int]]) -> dict[str, list[int]]:
+        for role, cores in v.items():
+            if not cores:
+                raise ValueError(f"{role}: list at least one core")
+            if any(c < 0 for c in cores):
+                raise ValueError(f"{role}: cores are numbered from 0")
         return v
 
 

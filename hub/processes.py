@@ -79,9 +79,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import setproctitle
 import structlog
@@ -106,6 +107,28 @@ def parse_roles(text: str) -> frozenset[str]:
     if unknown or not roles:
         raise ValueError(f"roles are {', '.join(ROLES)}; got {text!r}")
     return roles
+
+
+def cores_for(roles: frozenset[str], affinity: Mapping[Any, list[int]]) -> set[int] | None:
+    """The cores a process of ``roles`` runs on (``supervisor.cpu_affinity``): those
+    of its roles when each of them is listed, else None — the kernel places it."""
+    if not roles or not all(r in affinity for r in roles):
+        return None
+    return {c for r in roles for c in affinity[r]}
+
+
+def pin(roles: frozenset[str], affinity: Mapping[Any, list[int]]) -> str | None:
+    """Keep this process (and the threads it will start) on its roles' cores.
+    A problem, said for the log, when the machine has no such core: the process
+    then runs where the kernel puts it rather than not at all."""
+    cores = cores_for(roles, affinity)
+    if cores is None:
+        return None
+    try:
+        os.sched_setaffinity(0, cores)
+    except (OSError, ValueError) as err:
+        return f"supervisor.cpu_affinity: cannot keep {describe(roles)} on cores {sorted(cores)}: {err}"
+    return None
 
 
 SQLITE_PROCESSES = 3  # one per role: see the module docstring

@@ -197,3 +197,38 @@ async def test_the_parent_tells_systemd_ready_and_pings_while_its_processes_do(
     assert got[0] == "READY=1", got  # once, when both processes are ready; nothing before it
     assert got.count("READY=1") == 1
     assert got.count("WATCHDOG=1") >= 3
+
+
+def _allowed_cpus(pid: int, tid: int) -> str:
+    for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no Cpus_allowed_list for {pid}/{tid}")
+
+
+async def test_each_process_runs_on_the_cores_its_roles_are_given(
+        tmp_path: Path, pii_key: str, site_secret: str, http: aiohttp.ClientSession) -> None:
+    """supervisor.cpu_affinity: intake and delivery on core 0, the pipeline on the
+    last core; every thread a child starts later inherits its core."""
+    last = max(os.sched_getaffinity(0))
+    hub = daemon(tmp_path, {"storage": {"url": f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"},
+                            "security": {"pii_key": pii_key},
+                            "sources": [{"id": "site", "kind": "website", "secret": site_secret}],
+                            "supervisor": {"processes": 3, "cpu_affinity": {
+                                "intake": [0], "delivery": [0], "processing": [last]}},
+                            "logging": {"level": "warning"}})
+    hub.start()
+    try:
+        await hub.ready(http)
+        titles = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode() for pid in hub.pids[1:]}
+        assert len(titles) == 3
+        for pid, title in titles.items():
+            want = str(last) if title.startswith("hub: processing") else "0"
+            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            assert len(threads) > 1  # the event loop and at least the sqlite writer's thread
+            assert {_allowed_cpus(pid, t) for t in threads} == {want}, title
+        # The parent keeps the cores it was started with; nothing was refused.
+        assert _allowed_cpus(hub.pid, hub.pid) == _allowed_cpus(os.getpid(), os.getpid())
+        assert "running unpinned" not in hub.log_tail()
+    finally:
+        assert hub.stop() == 0
