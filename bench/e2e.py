@@ -294,6 +294,10 @@ def main() -> None:
     for r in runs:
         print(f"{r.label:30}hub CPU per ticket by process: {per_ticket(r.cpu, r.sent)}"
               f"; the bench's own, on the same cores: {per_ticket(r.harness, r.sent)}")
+        if r.harness.get("receivers"):
+            # The receivers run the same code whatever the hub's: their CPU swings with
+            # the box alone, so this ratio compares the hub's code across runs.
+            print(f"{r.label:30}hub CPU / the receivers' CPU: {sum(r.cpu.values()) / r.harness['receivers']:.2f}")
     hung = runs[1].hung_latencies
     if hung:
         print(f"{'':30}the {len(hung)} hung pushes arrived after their retry: p50 {statistics.median(hung):.1f}s "
