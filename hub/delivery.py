@@ -212,6 +212,11 @@ class Deliverer:
         self._outcomes: list[Outcome] = []
         self._attempts: set[asyncio.Task[None]] = set()
 
+    @property
+    def _running(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "start() the Deliverer first"
+        return self._loop
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.http = aiohttp.ClientSession(
@@ -313,7 +318,7 @@ class Deliverer:
         limit = 1 if state is CircuitState.HALF_OPEN else active.limit
         if not active.queue or active.in_flight >= limit:
             return
-        loop = self._loop or asyncio.get_running_loop()
+        loop = self._running
         while active.queue and active.in_flight < limit:
             claim = active.queue.popleft()
             active.in_flight += 1
@@ -330,7 +335,7 @@ class Deliverer:
         slot.timer = None
         if slot.done:
             return
-        loop = self._loop or asyncio.get_running_loop()
+        loop = self._running
         now = loop.time()
         if slot.deadline is not None and now >= slot.deadline and slot.task is not None:
             slot.timed_out = True
@@ -348,7 +353,7 @@ class Deliverer:
             return
         if slot.timer is not None:
             slot.timer.cancel()
-        slot.timer = (self._loop or asyncio.get_running_loop()).call_at(when, self._on_timer, dest, slot)
+        slot.timer = self._running.call_at(when, self._on_timer, dest, slot)
 
     def _set_aside(self, dest: str, slot: Slot) -> None:
         """A slow attempt gives its slot to the next push, if there is room aside."""
@@ -395,7 +400,7 @@ class Deliverer:
     async def _attempt(self, claim: Claim, slot: Slot) -> None:
         row = claim.row
         active = self.destinations[row.destination_id]
-        loop = self._loop or asyncio.get_running_loop()
+        loop = self._running
         t0 = loop.time()
         budget = active.timeout
         if claim.deadline - t0 < budget:

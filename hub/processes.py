@@ -112,7 +112,7 @@ def parse_roles(text: str) -> frozenset[str]:
 def cores_for(roles: frozenset[str], affinity: Mapping[Any, list[int]]) -> set[int] | None:
     """The cores a process of ``roles`` runs on (``supervisor.cpu_affinity``): those
     of its roles when each of them is listed, else None — the kernel places it."""
-    if not roles or not all(r in affinity for r in roles):
+    if not all(r in affinity for r in roles):
         return None
     return {c for r in roles for c in affinity[r]}
 
