@@ -222,11 +222,15 @@ async def test_each_process_runs_on_the_cores_its_roles_are_given(
         await hub.ready(http)
         titles = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode() for pid in hub.pids[1:]}
         assert len(titles) == 3
+        def threads(pid: int) -> list[int]:
+            return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+
+        # Ready is intake answering; the others start their database threads as
+        # their first poll comes round: the event loop and at least one of those.
+        await wait_until(lambda: all(len(threads(pid)) > 1 for pid in titles))
         for pid, title in titles.items():
             want = str(last) if title.startswith("hub: processing") else "0"
-            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-            assert len(threads) > 1  # the event loop and at least the sqlite writer's thread
-            assert {_allowed_cpus(pid, t) for t in threads} == {want}, title
+            assert {_allowed_cpus(pid, t) for t in threads(pid)} == {want}, title
         # The parent keeps the cores it was started with; nothing was refused.
         assert _allowed_cpus(hub.pid, hub.pid) == _allowed_cpus(os.getpid(), os.getpid())
         assert "running unpinned" not in hub.log_tail()
