@@ -262,9 +262,10 @@ class Deliverer:
         if self.db.is_sqlite:
             now = utcnow()
             until = now + timedelta(seconds=self.lease)
+            # Short and not synced: on the loop's own thread (Database.run_sqlite_write).
             rows: list[Any] = await self.db.run_sqlite_write(
                 lambda raw: outbox_sqlite.claim(raw, want, self.batch, now, until, token), urgent=False,
-                durable=False)
+                durable=False, inline=True)
         else:
             rows = await self.db.run_write(lambda conn: self._claim_rows(conn, want, token), durable=False)
         for row in rows:
@@ -520,7 +521,7 @@ class Deliverer:
                 # Rendered here, so the write lock is held only for the driver's statements.
                 rendered = self._render_sqlite(batch)
                 stale = await self.db.run_sqlite_write(lambda raw: outbox_sqlite.record(raw, rendered),
-                                                       urgent=False, durable=False)
+                                                       urgent=False, durable=False, inline=True)
             else:
                 stale = await self.db.run_write(lambda conn: self._record(conn, batch), durable=False)
         except BaseException:

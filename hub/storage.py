@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +67,9 @@ class Database:
         self._sync_engine: sa.Engine | None = None
         self._sync_thread: ThreadPoolExecutor | None = None
         self._read_thread: ThreadPoolExecutor | None = None
-        self._raw: sqlite3.Connection | None = None  # the inbox's, used only in the sqlite thread
+        # The hot writers' plain connection (see run_sqlite_write), used by one thread at a time.
+        self._raw: sqlite3.Connection | None = None
+        self._raw_lock = threading.Lock()
         self._raw_trace: Callable[[str], None] | None = None  # see trace_raw
         self._pragmas = (sqlite_synchronous, int(busy_timeout * 1000), sqlite_cache_mb, sqlite_autocheckpoint)
         if self.is_sqlite:
@@ -146,7 +149,7 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._read_thread, run)
 
     async def run_sqlite_write(self, work: Callable[[sqlite3.Connection], T], *, urgent: bool = True,
-                               durable: bool = True) -> T:
+                               durable: bool = True, inline: bool = False) -> T:
         """SQLite only: ``work(conn)`` on a plain sqlite3 connection as one write
         transaction, in the sqlite thread. For the hottest writers (the inbox,
         ``urgent``: first in line for the lock; the pipeline's rendered batch):
@@ -160,43 +163,95 @@ class Database:
         whose loss repeats work rather than losing it: delivery's claims and
         outcomes (a push whose outcome was lost is sent again under its
         idempotency key) and the pipeline's batches (made again from their
-        synced raw events, :mod:`hub.pipeline`)."""
-        assert self._sync_thread is not None, "run_sqlite_write is for SQLite"
+        synced raw events, :mod:`hub.pipeline`).
 
-        def run() -> T:
-            if self._raw is None:
-                path = sa.engine.make_url(self.url).database or ":memory:"
-                conn = sqlite3.connect(path, timeout=self._pragmas[1] / 1000, check_same_thread=False)
-                _configure_sqlite(conn, *self._pragmas)
-                conn.set_trace_callback(self._raw_trace)
-                self._raw = conn
-            conn = self._raw
-            relaxed = not durable and self._pragmas[0].lower() == "full"
-            if relaxed:
-                conn.execute("PRAGMA synchronous=NORMAL")
-            try:
-                begin_immediate(conn.execute, self._pragmas[1] / 1000)
-                try:
-                    result = work(conn)
-                    conn.execute("COMMIT")
-                except BaseException as err:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                    if isinstance(err, sqlite3.OperationalError):  # e.g. disk I/O: start afresh next time
-                        self._raw = None
-                        conn.close()
-                    raise
-            finally:
-                if relaxed and self._raw is conn:
-                    try:
-                        conn.execute("PRAGMA synchronous=FULL")
-                    except sqlite3.Error:  # never left relaxed for the next writer: a fresh one
-                        self._raw = None
-                        conn.close()
-                        raise
+        ``inline=True``: the transaction runs on the event loop's thread, which
+        it holds from ``BEGIN`` to ``COMMIT``; while another process holds the
+        write lock it is polled for, the loop going on between tries. For short
+        transactions that do not sync (delivery's claims and outcomes): handing
+        one to the thread and back costs more than the transaction — ~110 µs of
+        CPU for the hop alone on a 2-core VM, where waking a thread on the other
+        core is dear, and the threads then pass the GIL to and fro at every
+        statement (docs/throughput.md, "Sixteenth session")."""
+        assert self._sync_thread is not None, "run_sqlite_write is for SQLite"
+        async with self.write_lock(urgent=urgent):
+            if inline:
+                return await self._inline_transaction(work, durable)
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._sync_thread, lambda: self._raw_transaction(work, durable, wait=True))
+            assert not isinstance(result, _Busy)
             return result
 
-        return await self._in_sqlite_thread(run, urgent=urgent)
+    async def _inline_transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
+        """``work`` on this thread, as soon as nobody else is writing: polled, the
+        event loop going on between tries, for up to the busy timeout."""
+        deadline = time.monotonic() + self._pragmas[1] / 1000
+        delay = LOCK_POLL[0]
+        while True:
+            result = self._raw_transaction(work, durable, wait=False)
+            if not isinstance(result, _Busy):
+                return result
+            if time.monotonic() >= deadline:
+                raise sqlite3.OperationalError("database is locked")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, LOCK_POLL[1])
+
+    def _raw_transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool,
+                         wait: bool) -> T | _Busy:
+        """``work``'s result, once committed; :data:`BUSY` if ``wait`` is False and
+        the write lock is taken (then nothing was run): the event loop's thread
+        must never block on it."""
+        if not self._raw_lock.acquire(blocking=wait):
+            # The sqlite thread is still in a transaction of this process, one whose
+            # caller was cancelled (which let go of the in-process write lock).
+            return BUSY
+        try:
+            return self._raw_transaction_held(work, durable, wait)
+        finally:
+            self._raw_lock.release()
+
+    def _raw_transaction_held(self, work: Callable[[sqlite3.Connection], T], durable: bool,
+                              wait: bool) -> T | _Busy:
+        if self._raw is None:
+            path = sa.engine.make_url(self.url).database or ":memory:"
+            conn = sqlite3.connect(path, timeout=self._pragmas[1] / 1000, check_same_thread=False)
+            _configure_sqlite(conn, *self._pragmas)
+            # A statement that may stop half-way (a multi-row INSERT, a row with a
+            # foreign key) keeps the pages it changes in a statement journal, which
+            # SQLite spills past 64 KiB into a temporary file: created, written and
+            # unlinked in /var/tmp for every inbox batch of some 30 rows or more.
+            # In memory, a 64-row inbox commit took ~20 % less CPU (docs/throughput.md).
+            conn.execute("PRAGMA temp_store=MEMORY")
+            conn.set_trace_callback(self._raw_trace)
+            self._raw = conn
+        conn = self._raw
+        relaxed = not durable and self._pragmas[0].lower() == "full"
+        if relaxed:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            if wait:
+                begin_immediate(conn.execute, self._pragmas[1] / 1000)
+            elif not begin_now(conn.execute, self._pragmas[1] / 1000):
+                return BUSY
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException as err:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(err, sqlite3.OperationalError):  # e.g. disk I/O: start afresh next time
+                    self._raw = None
+                    conn.close()
+                raise
+        finally:
+            if relaxed and self._raw is conn:
+                try:
+                    conn.execute("PRAGMA synchronous=FULL")
+                except sqlite3.Error:  # never left relaxed for the next writer: a fresh one
+                    self._raw = None
+                    conn.close()
+                    raise
+        return result
 
     def trace_raw(self, callback: Callable[[str], None] | None) -> None:
         """Have ``callback`` called with every statement the plain sqlite3
@@ -271,6 +326,13 @@ class Database:
             await asyncio.get_running_loop().run_in_executor(self._sync_thread, close_all)
             self._sync_thread.shutdown(wait=True)
             self._sync_engine = self._sync_thread = self._read_thread = None
+
+
+class _Busy:
+    """Another connection was writing: see :meth:`Database.run_sqlite_write`."""
+
+
+BUSY = _Busy()
 
 
 class WriteLock:
@@ -354,6 +416,21 @@ def begin_immediate(execute: Callable[[str], Any], timeout: float) -> None:
                     raise
             time.sleep(delay)
             delay = min(delay * 1.5, LOCK_POLL[1])
+    finally:
+        execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+
+
+def begin_now(execute: Callable[[str], Any], timeout: float) -> bool:
+    """BEGIN IMMEDIATE if no other connection holds the write lock: False, and no
+    transaction, if one does. ``timeout``: the busy timeout to leave set."""
+    execute("PRAGMA busy_timeout=0")
+    try:
+        execute("BEGIN IMMEDIATE")
+        return True
+    except sqlite3.OperationalError as err:
+        if "locked" not in str(err):
+            raise
+        return False
     finally:
         execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
