@@ -212,26 +212,14 @@ class Database:
 
     def _raw_transaction_held(self, work: Callable[[sqlite3.Connection], T], durable: bool,
                               wait: bool) -> T | _Busy:
-        if self._raw is None:
-            path = sa.engine.make_url(self.url).database or ":memory:"
-            conn = sqlite3.connect(path, timeout=self._pragmas[1] / 1000, check_same_thread=False)
-            _configure_sqlite(conn, *self._pragmas)
-            # A statement that may stop half-way (a multi-row INSERT, a row with a
-            # foreign key) keeps the pages it changes in a statement journal, which
-            # SQLite spills past 64 KiB into a temporary file: created, written and
-            # unlinked in /var/tmp for every inbox batch of some 30 rows or more.
-            # In memory, a 64-row inbox commit took ~20 % less CPU (docs/throughput.md).
-            conn.execute("PRAGMA temp_store=MEMORY")
-            conn.set_trace_callback(self._raw_trace)
-            self._raw = conn
-        conn = self._raw
+        conn = self._raw_connection()
         relaxed = not durable and self._pragmas[0].lower() == "full"
-        if relaxed:
+        if relaxed:  # not allowed inside a transaction
             conn.execute("PRAGMA synchronous=NORMAL")
         try:
             if wait:
-                begin_immediate(conn.execute, self._pragmas[1] / 1000)
-            elif not begin_now(conn.execute, self._pragmas[1] / 1000):
+                poll_for_write_lock(conn.execute, self._pragmas[1] / 1000)
+            elif not begin_now(conn.execute):
                 return BUSY
             try:
                 result = work(conn)
@@ -252,6 +240,26 @@ class Database:
                     conn.close()
                     raise
         return result
+
+    def _raw_connection(self) -> sqlite3.Connection:
+        if self._raw is None:
+            path = sa.engine.make_url(self.url).database or ":memory:"
+            conn = sqlite3.connect(path, timeout=self._pragmas[1] / 1000, check_same_thread=False)
+            _configure_sqlite(conn, *self._pragmas)
+            # The lock is polled for (poll_for_write_lock, begin_now), so no busy
+            # timeout: each try is one statement, with nothing to set and reset.
+            # Inside a write transaction nothing else here waits for a lock in WAL
+            # mode (a commit's checkpoint is PASSIVE).
+            conn.execute("PRAGMA busy_timeout=0")
+            # A statement that may stop half-way (a multi-row INSERT, a row with a
+            # foreign key) keeps the pages it changes in a statement journal, which
+            # SQLite spills past 64 KiB into a temporary file: created, written and
+            # unlinked in /var/tmp for every inbox batch of some 30 rows or more.
+            # In memory, a 64-row inbox commit took ~20 % less CPU (docs/throughput.md).
+            conn.execute("PRAGMA temp_store=MEMORY")
+            conn.set_trace_callback(self._raw_trace)
+            self._raw = conn
+        return self._raw
 
     def trace_raw(self, callback: Callable[[str], None] | None) -> None:
         """Have ``callback`` called with every statement the plain sqlite3
@@ -402,28 +410,32 @@ def begin_immediate(execute: Callable[[str], Any], timeout: float) -> None:
     transaction lasted."""
     execute("PRAGMA busy_timeout=0")
     try:
-        deadline = time.monotonic() + timeout
-        delay = LOCK_POLL[0]
-        while True:
-            try:
-                execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as err:
-                if "locked" not in str(err) or time.monotonic() >= deadline:
-                    raise
-            except sa.exc.OperationalError as err:
-                if "locked" not in str(err.orig) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 1.5, LOCK_POLL[1])
+        poll_for_write_lock(execute, timeout)
     finally:
         execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
 
-def begin_now(execute: Callable[[str], Any], timeout: float) -> bool:
-    """BEGIN IMMEDIATE if no other connection holds the write lock: False, and no
-    transaction, if one does. ``timeout``: the busy timeout to leave set."""
-    execute("PRAGMA busy_timeout=0")
+def poll_for_write_lock(execute: Callable[[str], Any], timeout: float) -> None:
+    """:func:`begin_immediate` on a connection whose busy timeout is already 0."""
+    deadline = time.monotonic() + timeout
+    delay = LOCK_POLL[0]
+    while True:
+        try:
+            execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+        except sa.exc.OperationalError as err:
+            if "locked" not in str(err.orig) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 1.5, LOCK_POLL[1])
+
+
+def begin_now(execute: Callable[[str], Any]) -> bool:
+    """BEGIN IMMEDIATE on a connection whose busy timeout is 0, if no other
+    connection holds the write lock: False, and no transaction, if one does."""
     try:
         execute("BEGIN IMMEDIATE")
         return True
@@ -431,8 +443,6 @@ def begin_now(execute: Callable[[str], Any], timeout: float) -> bool:
         if "locked" not in str(err):
             raise
         return False
-    finally:
-        execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
 
 def _configure_sqlite(dbapi_conn: Any, synchronous: str, busy_ms: int, cache_mb: int,
