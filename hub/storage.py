@@ -151,7 +151,8 @@ class Database:
     async def run_sqlite_write(self, work: Callable[[sqlite3.Connection], T], *, urgent: bool = True,
                                durable: bool = True, inline: bool = False) -> T:
         """SQLite only: ``work(conn)`` on a plain sqlite3 connection as one write
-        transaction, in the sqlite thread. For the hottest writers (the inbox,
+        transaction, in the sqlite thread (``inline``: on the event loop's
+        thread, below). For the hottest writers (the inbox,
         ``urgent``: first in line for the lock; the pipeline's rendered batch):
         no SQLAlchemy layers, and the thread needs the GIL only between its few
         statements — each time it does, it must win it from the event loop.
