@@ -15,7 +15,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -186,16 +186,13 @@ class Database:
     async def _inline_transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
         """``work`` on this thread, as soon as nobody else is writing: polled, the
         event loop going on between tries, for up to the busy timeout."""
-        deadline = time.monotonic() + self._pragmas[1] / 1000
-        delay = LOCK_POLL[0]
-        while True:
-            result = self._raw_transaction(work, durable, wait=False)
-            if not isinstance(result, _Busy):
-                return result
-            if time.monotonic() >= deadline:
+        waits = lock_waits(self._pragmas[1] / 1000)
+        while isinstance(result := self._raw_transaction(work, durable, wait=False), _Busy):
+            delay = next(waits, None)
+            if delay is None:
                 raise sqlite3.OperationalError("database is locked")
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, LOCK_POLL[1])
+        return result
 
     def _raw_transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool,
                          wait: bool) -> T | _Busy:
@@ -269,9 +266,9 @@ class Database:
         if self._raw is not None:
             self._raw.set_trace_callback(callback)
 
-    async def _in_sqlite_thread(self, run: Callable[[], T], *, urgent: bool = False) -> T:
+    async def _in_sqlite_thread(self, run: Callable[[], T]) -> T:
         assert self._sync_thread is not None
-        async with self.write_lock(urgent=urgent):
+        async with self.write_lock():
             return await asyncio.get_running_loop().run_in_executor(self._sync_thread, run)
 
     @contextlib.asynccontextmanager
@@ -416,34 +413,41 @@ def begin_immediate(execute: Callable[[str], Any], timeout: float) -> None:
         execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
 
-def poll_for_write_lock(execute: Callable[[str], Any], timeout: float) -> None:
-    """:func:`begin_immediate` on a connection whose busy timeout is already 0."""
+def lock_waits(timeout: float) -> Iterator[float]:
+    """The pauses between tries for the write lock, 0.2 ms growing to 2 ms,
+    until ``timeout`` has passed."""
     deadline = time.monotonic() + timeout
     delay = LOCK_POLL[0]
-    while True:
-        try:
-            execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as err:
-            if "locked" not in str(err) or time.monotonic() >= deadline:
-                raise
-        except sa.exc.OperationalError as err:
-            if "locked" not in str(err.orig) or time.monotonic() >= deadline:
-                raise
-        time.sleep(delay)
+    while time.monotonic() < deadline:
+        yield delay
         delay = min(delay * 1.5, LOCK_POLL[1])
+
+
+def poll_for_write_lock(execute: Callable[[str], Any], timeout: float) -> None:
+    """:func:`begin_immediate` on a connection whose busy timeout is already 0."""
+    waits = lock_waits(timeout)
+    while not begin_now(execute):
+        delay = next(waits, None)
+        if delay is None:
+            execute("BEGIN IMMEDIATE")  # a last try: still locked, its error is the caller's
+            return
+        time.sleep(delay)
 
 
 def begin_now(execute: Callable[[str], Any]) -> bool:
     """BEGIN IMMEDIATE on a connection whose busy timeout is 0, if no other
-    connection holds the write lock: False, and no transaction, if one does."""
+    connection holds the write lock: False, and no transaction, if one does.
+    ``execute``: a sqlite3 connection's, or a SQLAlchemy connection's."""
     try:
         execute("BEGIN IMMEDIATE")
         return True
     except sqlite3.OperationalError as err:
         if "locked" not in str(err):
             raise
-        return False
+    except sa.exc.OperationalError as err:
+        if "locked" not in str(err.orig):
+            raise
+    return False
 
 
 def _configure_sqlite(dbapi_conn: Any, synchronous: str, busy_ms: int, cache_mb: int,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ async def _database(tmp_path: Path, busy_timeout: float = 30.0) -> Database:
     return db
 
 
-def _insert(value: int) -> object:
+def _insert(value: int) -> Callable[[sqlite3.Connection], str]:
     def work(conn: sqlite3.Connection) -> str:
         conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
         return threading.current_thread().name
