@@ -40,7 +40,7 @@ async def test_an_inline_write_runs_on_the_loops_thread_and_commits(tmp_path: Pa
         assert await db.run_sqlite_write(_insert(2)) != threading.current_thread().name  # the sqlite thread
         assert _values(tmp_path) == [1, 2]
     finally:
-        await db.engine.dispose()
+        await db.close()
 
 
 async def test_an_inline_write_waits_for_another_writer_without_holding_the_loop(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ async def test_an_inline_write_waits_for_another_writer_without_holding_the_loop
         assert _values(tmp_path) == [1, 2]
     finally:
         other.close()
-        await db.engine.dispose()
+        await db.close()
 
 
 async def test_an_inline_write_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ async def test_an_inline_write_gives_up_after_the_busy_timeout(tmp_path: Path) -
         assert _values(tmp_path) == [2]
     finally:
         other.close()
-        await db.engine.dispose()
+        await db.close()
 
 
 async def test_an_inline_write_waits_for_a_cancelled_callers_transaction_still_in_the_thread(
@@ -115,7 +115,7 @@ async def test_an_inline_write_waits_for_a_cancelled_callers_transaction_still_i
         assert _values(tmp_path) == [1, 2]
     finally:
         finish.set()
-        await db.engine.dispose()
+        await db.close()
 
 
 async def test_the_hot_writers_statement_journals_stay_in_memory(tmp_path: Path) -> None:
@@ -124,4 +124,4 @@ async def test_the_hot_writers_statement_journals_stay_in_memory(tmp_path: Path)
         # 2 = MEMORY: a multi-row INSERT's statement journal never spills to a temporary file.
         assert await db.run_sqlite_write(lambda c: c.execute("PRAGMA temp_store").fetchone()[0]) == 2
     finally:
-        await db.engine.dispose()
+        await db.close()
